@@ -7,6 +7,7 @@ Public API::
     interop                                             # PyTorch / Keras / flax linen weights
 """
 
+from gru_jax import interop as interop
 from gru_jax.gru import GRU, GRUCell, GRUGates
 from gru_jax.ops.gru_math import GRUWeights
 from gru_jax.stacked import Bidirectional, StackedGRU
