@@ -118,9 +118,13 @@ def read_features(source, features: tuple[str, ...], *, what: str) -> dict[str, 
     columns: dict[str, list[np.ndarray]] = {feature: [] for feature in features}
     for start in range(0, num_examples, _READ_CHUNK):
         keys = list(range(start, min(start + _READ_CHUNK, num_examples)))
-        try:
-            records = source.__getitems__(keys)
-        except TypeError:  # tfds.testing.mock_data's source has no working batched read
+        records = None
+        if hasattr(source, "__getitems__"):
+            try:
+                records = source.__getitems__(keys)
+            except TypeError:  # the source of tfds.testing.mock_data cannot batch reads
+                records = None
+        if records is None:
             records = [source[key] for key in keys]
         for record in records:
             for feature in features:
