@@ -75,6 +75,8 @@ def test_resumed_stream_equals_the_tail_of_the_full_stream(start_step):
     np.testing.assert_array_equal(
         batch_at_step(arrays, 5, seed=7, step=start_step)["id"], full[start_step]["id"]
     )
+    positional = next(train_batches(arrays, 5, 7, start_step))  # (arrays, batch_size, seed, step)
+    np.testing.assert_array_equal(positional["id"], full[start_step]["id"])
 
 
 def test_train_batches_rejects_bad_arguments():

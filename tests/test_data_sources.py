@@ -85,6 +85,11 @@ def test_npz_float_images_with_channels_are_kept(tmp_path):
         ({"y_test": np.array([0, 1, -2, 3, 4])}, r"'y_test'.*>= 0"),
         ({"x_test": np.zeros((5, 27, 28), np.uint8)}, r"train images have shape .*test images"),
         ({"x_train": np.zeros((12, 28, 28), np.int16)}, r"'x_train'.*uint8 or floating.*int16"),
+        (
+            {"x_test": np.full((5, 28, 28), 255.0)},
+            r"'x_test'.*\[0, 1\], got values in \[255, 255\]",
+        ),
+        ({"x_test": np.full((5, 28, 28), np.nan)}, r"'x_test'.*\[0, 1\], got values in \[nan"),
     ],
 )
 def test_malformed_npz_raises_one_line_error(tmp_path, overrides, message):

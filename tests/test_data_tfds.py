@@ -109,6 +109,22 @@ def test_split_override_carves_validation_from_train(prepared_dir):
 
 
 @pytest.mark.parametrize(
+    "splits, message",
+    [
+        ("validation", r"split 'validation': Unknown split 'validation'"),
+        ("train[:abc]", r"split 'train\[:abc\]': Error parsing split"),
+        ("train[50:60]", r"split 'train\[50:60\]': .*incompatible with 10 examples"),
+    ],
+)
+def test_bad_split_on_a_prepared_dataset_is_one_line(prepared_dir, splits, message):
+    with pytest.raises(
+        ValueError, match=r"tfds:gru_jax_tiny_digits: cannot read " + message
+    ) as error:
+        load_image_dataset(f"tfds:gru_jax_tiny_digits:{splits}", data_dir=prepared_dir)
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(
     "body, expected",
     [
         ("mnist", ("mnist", "train", "test")),

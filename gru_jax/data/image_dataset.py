@@ -41,8 +41,8 @@ def images_to_float(images: np.ndarray, *, what: str) -> np.ndarray:
     """Converts images to f32[N, H, W, C] in [0, 1].
 
     Args:
-      images: uint8 (divided by 255) or floating (kept as is) array of shape [N, H, W] (a
-        channel axis is added) or [N, H, W, C].
+      images: uint8 (divided by 255) or floating (kept as is; must lie in [0, 1]) array of
+        shape [N, H, W] (a channel axis is added) or [N, H, W, C].
       what: name used in error messages, e.g. ``"npz 'x_train'"``.
 
     Returns:
@@ -58,6 +58,12 @@ def images_to_float(images: np.ndarray, *, what: str) -> np.ndarray:
     if images.dtype == np.uint8:
         return images.astype(np.float32) / np.float32(255.0)
     if np.issubdtype(images.dtype, np.floating):
+        low, high = (float(images.min()), float(images.max())) if images.size else (0.0, 0.0)
+        if not 0.0 <= low <= high <= 1.0:  # also rejects NaN
+            raise ValueError(
+                f"{what}: float images must lie in [0, 1], got values in [{low:g}, {high:g}]; "
+                "store uint8 pixels or scale them first"
+            )
         return images.astype(np.float32)
     raise ValueError(f"{what}: expected uint8 or floating images, got dtype {images.dtype}")
 

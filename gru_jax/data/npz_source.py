@@ -2,7 +2,8 @@
 
 The file holds four arrays::
 
-    x_train  uint8 or float [N, H, W] or [N, H, W, C]   (uint8 is divided by 255)
+    x_train  uint8 or float [N, H, W] or [N, H, W, C]   (uint8 is divided by 255,
+                                                         floats must lie in [0, 1])
     y_train  integer [N]
     x_test   same layout as x_train
     y_test   integer [M]

@@ -84,9 +84,9 @@ def batches(
 def train_batches(
     arrays: Mapping[str, np.ndarray],
     batch_size: int,
-    *,
     seed: int,
     start_step: int = 0,
+    *,
     shuffle: bool = True,
 ) -> Iterator[Batch]:
     """An endless stream of full training batches, starting at global step ``start_step``.

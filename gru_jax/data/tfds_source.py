@@ -105,7 +105,9 @@ def open_tfds_split(builder, split: str, *, name: str, data_dir: str | None = No
                 f"which has no random access; prepare it again as array_record: "
                 + _prepare_hint(name, data_dir)
             ) from error
-        raise  # prepared and readable: the error is about the request (e.g. a bad split)
+        # Prepared and readable: the error is about the request (an unknown or bad split).
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+        raise ValueError(f"tfds:{name}: cannot read split {split!r}: {first_line}") from error
 
 
 def read_features(source, features: tuple[str, ...], *, what: str) -> dict[str, np.ndarray]:
