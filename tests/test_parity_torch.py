@@ -237,3 +237,49 @@ def test_bfloat16_parameters_stay_bfloat16():
 def test_interop_docstring_example_runs():
     example = interop.__doc__.split("Example::", 1)[1]
     exec(textwrap.dedent(example), {})
+
+
+@nnx.jit
+def _train_or_eval_call(stack, x, h0):
+    return stack(x, initial_carry=h0, return_carry=True)
+
+
+def test_dropout_between_layers_only_in_train_mode():
+    module = make_torch_gru(seed=14, num_layers=3, dropout=0.5, batch_first=True)
+    stack = interop.from_torch(module)  # torch modules start in train mode, so does this
+    x, h0 = random_inputs(module)
+    x, h0 = to_jax(x), to_jax(h0)
+    h_train1, y_train1 = _train_or_eval_call(stack, x, h0)
+    h_train2, y_train2 = _train_or_eval_call(stack, x, h0)
+    stack.eval()
+    h_eval1, y_eval1 = _train_or_eval_call(stack, x, h0)
+    h_eval2, y_eval2 = _train_or_eval_call(stack, x, h0)
+    with torch.no_grad():
+        y_torch, h_torch = module.eval()(*random_inputs(module))
+    # eval: deterministic and torch's eval numbers
+    assert np.array_equal(y_eval1, y_eval2) and np.array_equal(h_eval1, h_eval2)
+    assert_close(y_eval1, y_torch.numpy())
+    assert_close(h_eval1, h_torch.numpy())
+    # train: fresh masks each call; the first layer's input and state are never dropped
+    assert np.max(np.abs(np.asarray(y_train1) - np.asarray(y_train2))) > 1e-2
+    assert np.max(np.abs(np.asarray(y_train1) - np.asarray(y_eval1))) > 1e-2
+    for h_train in (h_train1, h_train2):
+        assert_close(h_train[0], h_eval1[0], atol=1e-6)
+        assert np.max(np.abs(np.asarray(h_train[1:]) - np.asarray(h_eval1[1:]))) > 1e-2
+    # the same seed reproduces the same masks
+    again = interop.from_torch(module.train(), rngs=nnx.Rngs(0))
+    assert np.array_equal(_train_or_eval_call(again, x, h0)[1], y_train1)
+    other = interop.from_torch(module, rngs=nnx.Rngs(1))
+    assert np.max(np.abs(_train_or_eval_call(other, x, h0)[1] - y_train1)) > 1e-2
+
+
+def test_single_layer_has_no_dropout():
+    with pytest.warns(UserWarning, match="num_layers greater than 1"):
+        module = make_torch_gru(seed=15, num_layers=1, dropout=0.5, batch_first=True)
+    stack = interop.from_torch(module)
+    x, h0 = random_inputs(module)
+    h_train, y_train = _train_or_eval_call(stack, to_jax(x), to_jax(h0))
+    with torch.no_grad():
+        y_torch, h_torch = module(x, h0)
+    assert_close(y_train, y_torch.numpy())
+    assert_close(h_train, h_torch.numpy())
