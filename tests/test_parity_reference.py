@@ -96,7 +96,7 @@ def make_gru(p, reset_after, **options) -> gru_jax.GRU:
     features, hidden = p["input_kernel"].shape[0], p["recurrent_kernel"].shape[0]
     gru = gru_jax.GRU(features, hidden, reset_after=reset_after, rngs=nnx.Rngs(0), **options)
     for name, value in p.items():
-        getattr(gru.cell, name).value = jnp.asarray(value, jnp.float32)
+        getattr(gru.cell, name)[...] = jnp.asarray(value, jnp.float32)
     return gru
 
 

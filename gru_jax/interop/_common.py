@@ -41,7 +41,7 @@ def assign(param: nnx.Param, value, name: str) -> None:
     """Writes ``value`` into ``param`` after checking its shape; keeps the param's dtype."""
     value = jnp.asarray(value)
     check_shape(name, value.shape, param[...].shape)
-    param.value = value.astype(param[...].dtype)
+    param[...] = value.astype(param[...].dtype)
 
 
 def to_numpy(value) -> np.ndarray:

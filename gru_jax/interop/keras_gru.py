@@ -59,7 +59,7 @@ def _check_layer(layer, caller: str) -> None:
 
 
 def _to_array(variable) -> np.ndarray:
-    return np.asarray(_keras().ops.convert_to_numpy(variable))
+    return np.asarray(_keras().ops.convert_to_numpy(variable.value))
 
 
 def from_keras(layer, *, rngs: nnx.Rngs | None = None, **gru_kwargs: Any) -> GRU:
