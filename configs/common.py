@@ -1,0 +1,89 @@
+"""Fields shared by the sequential image classification configs, every one documented.
+
+Experiment files (``configs/seq_*.py``, ``pixel_mnist.py``, ...) start from
+`sequence_classification` and change what differs. Values derived from others (total
+steps from epochs and batch size, warmup steps from the warmup fraction) are computed by
+the trainer at run time, so command-line overrides stay consistent.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+from ml_collections import config_dict
+
+
+def sequence_classification() -> ml_collections.ConfigDict:
+    """The full field set of the ``sequence_classification`` task with neutral defaults."""
+    config = ml_collections.ConfigDict()
+    config.task = "sequence_classification"  # registry key in experiments/tasks/__init__.py
+    config.seed = 0  # seeds parameter init, batch order and dropout (fold_in(key, step))
+
+    config.dataset = ml_collections.ConfigDict()
+    config.dataset.spec = "digits"  # 'digits' | 'tfds:<name>[:train[/test]]' | 'npz:<path>'
+    config.dataset.view = "rows"  # image -> sequence: 'rows' | 'pixels' | 'permuted_pixels'
+    config.dataset.split_seed = 0  # seed of the digits train/test split (fixed test set)
+    config.dataset.permutation_seed = 0  # pixel order of 'permuted_pixels'
+    config.dataset.data_dir = config_dict.placeholder(str)  # TFDS data dir (None: default)
+
+    config.model = ml_collections.ConfigDict()
+    config.model.cell = "gru"  # 'gru' (gru_jax.StackedGRU) | 'lstm' (nnx.OptimizedLSTMCell)
+    config.model.hidden_size = 128  # recurrent state size per direction
+    config.model.num_layers = 1  # stacked recurrent layers
+    config.model.bidirectional = False  # add a backward direction to every layer
+    config.model.dropout = 0.0  # dropout between recurrent layers and before the classifier
+    config.model.reset_after = True  # GRU form: True cuDNN/PyTorch, False Cho et al. 2014
+    config.model.readout = "last"  # 'last' valid state per direction | 'mean' over time
+
+    config.optimizer = ml_collections.ConfigDict()
+    config.optimizer.name = "adam"  # 'adam' | 'adamw' | 'sgd' (b1 is the momentum)
+    config.optimizer.learning_rate = 1e-3  # peak learning rate
+    config.optimizer.weight_decay = 0.0  # decoupled weight decay (adamw only)
+    config.optimizer.b1 = 0.9  # Adam first-moment decay
+    config.optimizer.b2 = 0.999  # Adam second-moment decay
+    config.optimizer.eps = 1e-8  # Adam epsilon
+    config.optimizer.schedule = "cosine"  # 'cosine' (warmup + cosine decay) | 'constant'
+    config.optimizer.warmup_fraction = 0.02  # linear warmup over this fraction of all steps
+    config.optimizer.end_learning_rate_factor = 0.01  # cosine ends at peak * this
+    config.optimizer.grad_clip_norm = 1.0  # global-norm gradient clipping (0: off)
+
+    config.train = ml_collections.ConfigDict()
+    config.train.batch_size = 128  # examples per training step
+    config.train.num_epochs = 10.0  # run length in epochs (used when num_steps <= 0)
+    config.train.num_steps = -1  # run length in steps; overrides num_epochs when > 0
+    config.train.label_smoothing = 0.0  # cross-entropy label smoothing
+    config.train.eval_batch_size = 500  # test batch size (last batch padded and masked)
+    config.train.log_every_steps = 100  # train metrics to TensorBoard and the console
+    config.train.eval_every_steps = 1000  # test-set evaluation during training (0: end only)
+    config.train.checkpoint_every_steps = 1000  # checkpoint period (and at the last step)
+    config.train.keep_checkpoints = 3  # most recent checkpoints kept
+    config.train.debug_nan_step = -1  # >= 0: make that step's loss NaN (tests the guard)
+
+    config.plots = ml_collections.ConfigDict()
+    config.plots.num_gate_examples = 4  # test images in plots/update_gates.png (GRU only)
+    return config
+
+
+def shrink_for_smoke_test(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """A few steps of a tiny model: the ``:smoke`` variant every config offers for tests."""
+    config.model.hidden_size = 16
+    config.model.num_layers = min(config.model.num_layers, 2)
+    config.train.batch_size = 8
+    config.train.num_steps = 6
+    config.train.eval_batch_size = 32
+    config.train.log_every_steps = 2
+    config.train.eval_every_steps = 3
+    config.train.checkpoint_every_steps = 3
+    config.plots.num_gate_examples = 2
+    return config
+
+
+VARIANTS = ("smoke",)
+
+
+def apply_variant(config: ml_collections.ConfigDict, arg: str | None) -> ml_collections.ConfigDict:
+    """Applies the ``get_config(arg)`` variant: None/'' (the full run) or 'smoke'."""
+    if arg == "smoke":
+        return shrink_for_smoke_test(config)
+    if arg:
+        raise ValueError(f"unknown config variant {arg!r}: expected one of {', '.join(VARIANTS)}")
+    return config

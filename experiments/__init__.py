@@ -1,0 +1,1 @@
+"""Experiment harness: one generic trainer, tasks, and the absl entry point."""

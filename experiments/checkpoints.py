@@ -1,0 +1,71 @@
+"""Orbax checkpoints of the train state: save every N steps, keep K, resume from the latest.
+
+Orbax writes each checkpoint to a temporary directory and renames it when complete, so a
+run killed mid-save (even by SIGKILL) leaves the previous checkpoints intact, and the
+partial one is ignored on restart.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from experiments.steps import CHECKPOINTED
+
+
+class Checkpointer:
+    """Saves and restores ``{step, params, opt_state, model_state}`` of the train state.
+
+    Args:
+      directory: where checkpoints live (``<workdir>/checkpoints``).
+      keep: how many of the most recent checkpoints to keep.
+    """
+
+    def __init__(self, directory: str, keep: int):
+        if keep < 1:
+            raise ValueError(f"train.keep_checkpoints must be >= 1; got {keep}")
+        self.directory = os.path.abspath(directory)
+        self.manager = ocp.CheckpointManager(
+            self.directory,
+            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
+        )
+
+    def latest_step(self) -> int | None:
+        """The step of the newest complete checkpoint, or None."""
+        return self.manager.latest_step()
+
+    def save(self, state: dict[str, Any]) -> int:
+        """Saves the checkpointed part of ``state`` (asynchronously); returns its step."""
+        # Host copies: the train step donates its input buffers, so the next step may
+        # reuse the device memory while orbax is still writing in the background.
+        host = jax.tree.map(lambda x: np.array(x, copy=True), {k: state[k] for k in CHECKPOINTED})
+        step = int(host["step"])
+        self.manager.save(step, args=ocp.args.StandardSave(host))
+        return step
+
+    def restore(self, step: int, target: dict[str, Any]) -> dict[str, Any]:
+        """Restores checkpoint ``step`` into the structure, shapes and dtypes of
+        ``target`` (a train state built from the current config)."""
+        abstract = jax.tree.map(
+            ocp.utils.to_shape_dtype_struct, {k: target[k] for k in CHECKPOINTED}
+        )
+        try:
+            restored = self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+        except (ValueError, KeyError, TypeError) as error:
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            raise ValueError(
+                f"checkpoint {step} in {self.directory} does not match this config's model "
+                f"or optimizer ({first_line}); use a fresh --workdir"
+            ) from error
+        return {**target, **restored}
+
+    def wait(self) -> None:
+        """Blocks until pending saves are on disk."""
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.close()
