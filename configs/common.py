@@ -65,15 +65,15 @@ def sequence_classification() -> ml_collections.ConfigDict:
 
 def shrink_for_smoke_test(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """A few steps of a tiny model: the ``:smoke`` variant every config offers for tests."""
-    config.model.hidden_size = 16
-    config.model.num_layers = min(config.model.num_layers, 2)
-    config.train.batch_size = 8
-    config.train.num_steps = 6
-    config.train.eval_batch_size = 32
-    config.train.log_every_steps = 2
-    config.train.eval_every_steps = 3
-    config.train.checkpoint_every_steps = 3
-    config.plots.num_gate_examples = 2
+    config.model.hidden_size = 16  # tiny model: compiles and steps fast
+    config.model.num_layers = min(config.model.num_layers, 2)  # keeps multi-layer paths
+    config.train.batch_size = 8  # fits mock datasets of a few dozen examples
+    config.train.num_steps = 6  # enough for two logs, evals and checkpoints
+    config.train.eval_batch_size = 32  # small test sets end in a padded batch
+    config.train.log_every_steps = 2  # logs at steps 2, 4, 6
+    config.train.eval_every_steps = 3  # one mid-run evaluation
+    config.train.checkpoint_every_steps = 3  # checkpoints at steps 3 and 6
+    config.plots.num_gate_examples = 2  # still draws the gate plot
     return config
 
 

@@ -84,7 +84,9 @@ def gate_activations(
       labels: i32[n] true classes (titles).
     """
     count = len(images)
-    figure, axes = plt.subplots(2, count, figsize=(2.6 * count, 5.2), squeeze=False)
+    figure, axes = plt.subplots(
+        2, count, figsize=(2.8 * count, 5.4), squeeze=False, layout="constrained"
+    )
     for index in range(count):
         image = images[index]
         axes[0, index].imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray")
@@ -99,8 +101,10 @@ def gate_activations(
             interpolation="nearest",
         )
         axes[1, index].set(xlabel="time step", ylabel="hidden unit" if index == 0 else None)
+        if index > 0:
+            axes[1, index].set_yticklabels([])
     figure.suptitle("update gate z of the first GRU layer (forward direction)")
-    figure.colorbar(heat, ax=axes[1, :].tolist(), fraction=0.02)
+    figure.colorbar(heat, ax=axes[1, :].tolist(), fraction=0.02, label="z")
     os.makedirs(os.path.dirname(path), exist_ok=True)
     figure.savefig(path, dpi=110)
     plt.close(figure)

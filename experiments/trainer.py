@@ -1,9 +1,9 @@
 """The one training loop every experiment runs: ``train_and_evaluate(config, workdir)``.
 
-What it does, in order: save the resolved config; load the task's data; build the model
-and the optimiser; resume from the newest checkpoint in ``<workdir>/checkpoints`` if there
-is one; run jitted train steps with periodic logging, evaluation and checkpoints; evaluate
-on the whole test set; write ``results.json`` and the plots.
+What it does, in order: save the resolved config; build the run (`experiments.setup`);
+resume from the newest checkpoint in ``<workdir>/checkpoints`` if there is one; run jitted
+train steps with periodic logging, evaluation and checkpoints; evaluate on the whole test
+set; write ``results.json`` and the plots.
 
 Determinism: the batch of step k is a pure function of (seed, k) (`gru_data.train_batches`)
 and dropout at step k uses ``fold_in(key, k)``, so a run killed and resumed from a
@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -26,11 +25,10 @@ from flax import nnx
 
 from experiments import plots, steps
 from experiments.checkpoints import Checkpointer
-from experiments.optim import make_optimizer
 from experiments.reporting import Reporter
-from experiments.tasks import Task, TaskData, get_task
+from experiments.setup import RunSetup, build_run
+from experiments.tasks import Task
 from gru_jax import data as gru_data
-from gru_jax.models import count_parameters
 
 TIMING_STEPS = 10  # steady-state steps timed after the first (compiling) call
 
@@ -46,28 +44,13 @@ def place_batch(batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
     return jax.device_put(batch)
 
 
-def total_train_steps(config: ml_collections.ConfigDict, num_train: int) -> tuple[int, int]:
-    """``(total_steps, steps_per_epoch)``: ``train.num_steps`` if positive, else
-    ``train.num_epochs`` epochs of full batches (derived here, not in the config file)."""
-    per_epoch = gru_data.steps_per_epoch(num_train, config.train.batch_size)
-    if per_epoch == 0:
-        raise ValueError(
-            f"train.batch_size={config.train.batch_size} exceeds the {num_train} training examples"
-        )
-    if config.train.num_steps > 0:
-        return config.train.num_steps, per_epoch
-    return max(1, int(round(config.train.num_epochs * per_epoch))), per_epoch
-
-
 def evaluate(task: Task, eval_step, state: steps.TrainState, test: dict, batch_size: int):
     """``(metrics, outputs)`` over the whole test set; padding rows are dropped here."""
     collected: dict[str, list[np.ndarray]] = {}
     for batch in gru_data.eval_batches(test, batch_size):
         mask = batch.pop("mask")
-        outputs = jax.device_get(
-            eval_step(state["params"], state["model_state"], place_batch(batch))
-        )
-        for key, value in outputs.items():
+        outputs = eval_step(state["params"], state["model_state"], place_batch(batch))
+        for key, value in jax.device_get(outputs).items():
             collected.setdefault(key, []).append(np.asarray(value)[mask])
     outputs = {key: np.concatenate(parts) for key, parts in collected.items()}
     return task.summarize(outputs), outputs
@@ -76,12 +59,6 @@ def evaluate(task: Task, eval_step, state: steps.TrainState, test: dict, batch_s
 def _mean_metrics(pending: list[dict[str, jax.Array]]) -> dict[str, float]:
     host = jax.device_get(pending)
     return {key: float(np.mean([entry[key] for entry in host])) for key in host[0]}
-
-
-def _write_json(path: str, payload: Any) -> None:
-    with open(path + ".tmp", "w") as file:
-        json.dump(payload, file, indent=2, sort_keys=True)
-    os.replace(path + ".tmp", path)
 
 
 def _check_finite(state: steps.TrainState, checkpointer: Checkpointer) -> None:
@@ -96,94 +73,81 @@ def _check_finite(state: steps.TrainState, checkpointer: Checkpointer) -> None:
         )
 
 
+def _train(config, run: RunSetup, state, checkpointer, reporter, timing):
+    """Steps from ``state['step']`` to the end; returns the final state."""
+    cfg = config.train
+    start_step, total_steps = int(state["step"]), run.total_steps
+    train_step = steps.make_train_step(
+        run.task, run.graphdef, run.rng_state, run.tx, run.schedule,
+        jax.random.fold_in(run.root_key, 2), cfg.debug_nan_step,
+    )  # fmt: skip
+    eval_step = steps.make_eval_step(run.task, run.eval_graphdef, run.rng_state)
+    stream = gru_data.train_batches(run.data.train, cfg.batch_size, config.seed, start_step)
+    pending: list[dict] = []
+    # Compile time = first call - a steady step, timed over the next few calls.
+    timed_until = min(start_step + TIMING_STEPS, total_steps - 1)
+    started = time.perf_counter()
+    for step in range(start_step, total_steps):
+        if step == start_step + 1:
+            steady_start = time.perf_counter()
+        state, metrics = train_step(state, place_batch(next(stream)))
+        pending.append(metrics)
+        done = step + 1
+        if step == start_step:
+            jax.block_until_ready(state)
+            timing["first_call_s"] = time.perf_counter() - started
+        elif step == timed_until:
+            jax.block_until_ready(state)
+            elapsed = time.perf_counter() - steady_start
+            timing["steady_step_s"] = elapsed / (timed_until - start_step)
+        if done % cfg.log_every_steps == 0 or done == total_steps:
+            _check_finite(state, checkpointer)
+            reporter.log_train(done, _mean_metrics(pending))
+            pending = []
+        if cfg.eval_every_steps > 0 and done % cfg.eval_every_steps == 0 and done < total_steps:
+            metrics, _ = evaluate(run.task, eval_step, state, run.data.test, cfg.eval_batch_size)
+            reporter.log_eval(done, metrics)
+        if done % cfg.checkpoint_every_steps == 0 or done == total_steps:
+            _check_finite(state, checkpointer)
+            checkpointer.save(state)
+            reporter.save_history()
+    jax.block_until_ready(state)
+    timing["train_time_s"] = time.perf_counter() - started
+    return state, eval_step
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """Trains and evaluates ``config.task`` in ``workdir``; returns the results dict that
-    is also written to ``<workdir>/results.json``."""
+    is also written to ``<workdir>/results.json``.
+
+    Raises:
+      ValueError: a bad config value or dataset (one-line message).
+      NonFiniteLossError: the loss became NaN/inf; checkpoints before that step are kept.
+    """
     wall_start = time.perf_counter()
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, "config.json"), "w") as file:
         file.write(config.to_json_best_effort(indent=2, sort_keys=True))
-    task = get_task(config)
-    data: TaskData = task.load_data()
-    num_train = len(next(iter(data.train.values())))
-    total_steps, per_epoch = total_train_steps(config, num_train)
-
-    root = jax.random.key(config.seed)
-    model = task.build_model(
-        data, nnx.Rngs(params=jax.random.fold_in(root, 0), dropout=jax.random.fold_in(root, 1))
-    )
-    num_params = count_parameters(model)
+    run = build_run(config)
     logging.info(
-        "model: %s with %d parameters; %d steps (%d per epoch)",
-        type(model).__name__,
-        num_params,
-        total_steps,
-        per_epoch,
-    )
-    model.eval()
-    eval_graphdef, *_ = steps.split_model(model)
-    model.train()
-    graphdef, params, rng_state, model_state = steps.split_model(model)
-    tx, schedule = make_optimizer(config.optimizer, total_steps)
-    state = steps.init_train_state(params, model_state, tx)
-
+        "model %s: %d parameters; %d steps (%d per epoch)",
+        type(run.model).__name__, run.num_params, run.total_steps, run.steps_per_epoch,
+    )  # fmt: skip
     checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), config.train.keep_checkpoints)
+    state = run.state
     latest = checkpointer.latest_step()
     if latest is not None:
         state = checkpointer.restore(latest, state)
         logging.info("resumed from the checkpoint at step %d in %s", latest, checkpointer.directory)
     start_step = int(state["step"])
-
-    train_step = steps.make_train_step(
-        task,
-        graphdef,
-        rng_state,
-        tx,
-        schedule,
-        jax.random.fold_in(root, 2),
-        config.train.debug_nan_step,
-    )
-    eval_step = steps.make_eval_step(task, eval_graphdef, rng_state)
-    reporter = Reporter(workdir, total_steps, start_step)
-    stream: Iterator[dict] = gru_data.train_batches(
-        data.train, config.train.batch_size, config.seed, start_step
-    )
-    cfg = config.train
+    reporter = Reporter(workdir, run.total_steps, start_step)
     timing: dict[str, float] = {}
-    pending: list[dict] = []
-    train_start = time.perf_counter()
     try:
-        # Compile time = first call - a steady step, timed over the next few steps.
-        timed_until = min(start_step + TIMING_STEPS, total_steps - 1)
-        for step in range(start_step, total_steps):
-            if step == start_step + 1:
-                timing["steady_start"] = time.perf_counter()
-            state, metrics = train_step(state, place_batch(next(stream)))
-            pending.append(metrics)
-            done = step + 1
-            if step == start_step:
-                jax.block_until_ready(state)
-                timing["first_call_s"] = time.perf_counter() - train_start
-            elif step == timed_until:
-                jax.block_until_ready(state)
-                elapsed = time.perf_counter() - timing["steady_start"]
-                timing["steady_step_s"] = elapsed / (timed_until - start_step)
-            if done % cfg.log_every_steps == 0 or done == total_steps:
-                _check_finite(state, checkpointer)
-                reporter.log_train(done, _mean_metrics(pending))
-                pending = []
-            if cfg.eval_every_steps > 0 and done % cfg.eval_every_steps == 0 and done < total_steps:
-                reporter.log_eval(
-                    done, evaluate(task, eval_step, state, data.test, cfg.eval_batch_size)[0]
-                )
-            if done % cfg.checkpoint_every_steps == 0 or done == total_steps:
-                _check_finite(state, checkpointer)
-                checkpointer.save(state)
-                reporter.save_history()
-        jax.block_until_ready(state)
-        train_time = time.perf_counter() - train_start
-        test_metrics, outputs = evaluate(task, eval_step, state, data.test, cfg.eval_batch_size)
-        reporter.log_eval(total_steps, test_metrics)
+        state, eval_step = _train(config, run, state, checkpointer, reporter, timing)
+        test_metrics, outputs = evaluate(
+            run.task, eval_step, state, run.data.test, config.train.eval_batch_size
+        )
+        reporter.log_eval(run.total_steps, test_metrics)
         reporter.save_history()
     finally:
         checkpointer.wait()
@@ -191,26 +155,29 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         reporter.close()
 
     plot_dir = os.path.join(workdir, "plots")
-    model = nnx.merge(eval_graphdef, state["params"], rng_state, state["model_state"])
+    model = nnx.merge(run.eval_graphdef, state["params"], run.rng_state, state["model_state"])
     plot_paths = [
         plots.learning_curve(reporter.history, os.path.join(plot_dir, "learning_curve.png"))
     ]
-    plot_paths += task.plots(model, data, outputs, plot_dir)
+    plot_paths += run.task.plots(model, run.data, outputs, plot_dir)
     compile_time = None
     if "steady_step_s" in timing:
         compile_time = max(0.0, timing["first_call_s"] - timing["steady_step_s"])
     results = {
         "test": test_metrics,
-        "train_steps": total_steps,
-        "steps_per_epoch": per_epoch,
+        "train_steps": run.total_steps,
+        "steps_per_epoch": run.steps_per_epoch,
         "resumed_from_step": start_step or None,
-        "num_params": num_params,
+        "num_params": run.num_params,
         "wall_time_s": time.perf_counter() - wall_start,
-        "train_time_s": train_time,
+        "train_time_s": timing["train_time_s"],
         "compile_time_s": compile_time,
         "steady_step_time_s": timing.get("steady_step_s"),
         "plots": [os.path.relpath(path, workdir) for path in plot_paths],
     }
-    _write_json(os.path.join(workdir, "results.json"), results)
-    logging.info("test %s: %s", task.main_metric, test_metrics.get(task.main_metric))
+    path = os.path.join(workdir, "results.json")
+    with open(path + ".tmp", "w") as file:
+        json.dump(results, file, indent=2, sort_keys=True)
+    os.replace(path + ".tmp", path)
+    logging.info("test %s: %s", run.task.main_metric, test_metrics.get(run.task.main_metric))
     return results
