@@ -8,6 +8,7 @@ Public API::
 """
 
 from gru_jax import interop as interop
+from gru_jax.convgru import ConvGRU, ConvGRUCell
 from gru_jax.gru import GRU, GRUCell, GRUGates
 from gru_jax.ops.gru_math import GRUWeights
 from gru_jax.stacked import Bidirectional, StackedGRU
@@ -21,4 +22,6 @@ __all__ = [
     "GRUWeights",
     "Bidirectional",
     "StackedGRU",
+    "ConvGRU",
+    "ConvGRUCell",
 ]
