@@ -26,7 +26,9 @@ def per_gate_orthogonal(key, shape, dtype=jnp.float32):
     blocks = cols // rows if cols % rows == 0 else 1
     keys = jax.random.split(key, blocks)
     init = nnx.initializers.orthogonal()
-    return jnp.concatenate([init(k, (rows, cols // blocks), dtype) for k in keys], axis=-1)
+    # QR has no bfloat16 kernel: build each block in float32, then cast.
+    blocks_f32 = [init(k, (rows, cols // blocks), jnp.float32) for k in keys]
+    return jnp.concatenate(blocks_f32, axis=-1).astype(dtype)
 
 
 class GRUGates(NamedTuple):
@@ -130,8 +132,9 @@ class GRUCell(nnx.Module):
                 f"got shape {tuple(inputs.shape)}"
             )
         sw = prepare_step_weights(self.weights(), self.compute_dtype)
-        h_new, n, res = gru_step(carry.astype(jnp.float32), project_inputs(inputs, sw), sw,
-                                 self.reset_after)
+        h_new, n, res = gru_step(
+            carry.astype(jnp.float32), project_inputs(inputs, sw), sw, self.reset_after
+        )
         return h_new, GRUGates(res.reset, res.update, n)
 
     def __call__(self, carry: Array, inputs: Array) -> tuple[Array, Array]:

@@ -88,8 +88,15 @@ class StackedGRU(nnx.Module):
             features = in_features if index == 0 else hidden_size * self.num_directions
 
             def make(reverse, features=features):
-                return GRU(features, hidden_size, reset_after=reset_after, reverse=reverse,
-                           time_major=time_major, rngs=rngs, **layer_kwargs)
+                return GRU(
+                    features,
+                    hidden_size,
+                    reset_after=reset_after,
+                    reverse=reverse,
+                    time_major=time_major,
+                    rngs=rngs,
+                    **layer_kwargs,
+                )
 
             layers.append(Bidirectional(make(False), make(True)) if bidirectional else make(False))
         self.layers = nnx.List(layers)
@@ -100,8 +107,14 @@ class StackedGRU(nnx.Module):
         block = self.layers[layer]
         return [block.forward_layer, block.backward_layer] if self.bidirectional else [block]
 
-    def __call__(self, x, seq_lengths=None, initial_carry=None, return_carry=False,
-                 deterministic: bool | None = None):
+    def __call__(
+        self,
+        x,
+        seq_lengths=None,
+        initial_carry=None,
+        return_carry=False,
+        deterministic: bool | None = None,
+    ):
         validation.check_sequence_input(x, self.in_features, self.time_major)
         batch = x.shape[1] if self.time_major else x.shape[0]
         dirs = self.num_directions

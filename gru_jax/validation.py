@@ -16,8 +16,8 @@ def is_concrete(value) -> bool:
 def check_sequence_input(x, in_features: int, time_major: bool, name: str = "inputs") -> None:
     if not hasattr(x, "shape") or len(x.shape) != 3:
         layout = "[time, batch, features]" if time_major else "[batch, time, features]"
-        shape = getattr(x, "shape", type(x).__name__)
-        raise ValueError(f"{name} must be rank 3 {layout}; got shape {tuple(shape) if hasattr(shape, '__len__') else shape}")
+        shape = tuple(x.shape) if hasattr(x, "shape") else type(x).__name__
+        raise ValueError(f"{name} must be rank 3 {layout}; got shape {shape}")
     if x.shape[-1] != in_features:
         raise ValueError(
             f"{name} feature size must equal in_features={in_features}; got shape {tuple(x.shape)}"
@@ -37,7 +37,9 @@ def check_seq_lengths(seq_lengths, batch: int, steps: int) -> None:
         values = np.asarray(seq_lengths)
         if values.size and (values.min() < 0 or values.max() > steps):
             bad = values[(values < 0) | (values > steps)][0]
-            raise ValueError(f"seq_lengths must lie in [0, {steps}] (the time length); got {int(bad)}")
+            raise ValueError(
+                f"seq_lengths must lie in [0, {steps}] (the time length); got {int(bad)}"
+            )
 
 
 def check_carry(carry, expected: tuple[int, ...], name: str = "initial_carry") -> None:

@@ -1,0 +1,222 @@
+"""The GRU implementations the benchmark compares, each built the same way.
+
+Every builder takes a :class:`Case` and returns a :class:`Runner` whose ``step()`` runs one
+training step (forward + backward w.r.t. the parameters) or one forward pass and blocks
+until the result is ready. The loss is the same everywhere: ``sum(outputs * cotangent) /
+outputs.size`` over all outputs (``loss='all'``), or ``sum(final_state**2)`` over the last
+layer's final state only (``loss='last'``: the sequence-classification case).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    name: str
+    batch: int
+    steps: int
+    features: int
+    hidden: int
+    num_layers: int = 1
+    bidirectional: bool = False
+    variable_lengths: bool = False
+    mode: str = "train"  # train | infer
+    loss: str = "all"  # all | last
+
+    def lengths(self) -> np.ndarray | None:
+        if not self.variable_lengths:
+            return None
+        rng = np.random.default_rng(1)
+        lengths = rng.integers(self.steps // 2, self.steps + 1, size=self.batch)
+        lengths[0] = self.steps
+        return lengths.astype(np.int32)
+
+    def inputs(self) -> np.ndarray:
+        rng = np.random.default_rng(0)
+        return rng.standard_normal((self.batch, self.steps, self.features)).astype(np.float32)
+
+    def cotangent(self) -> np.ndarray:
+        rng = np.random.default_rng(2)
+        dirs = 2 if self.bidirectional else 1
+        shape = (self.batch, self.steps, dirs * self.hidden)
+        return rng.standard_normal(shape).astype(np.float32)
+
+
+@dataclasses.dataclass
+class Runner:
+    step: Callable[[], object]
+    compiled: object = None  # a jax Compiled, for memory analysis
+    first_call_s: float = float("nan")
+
+
+def _jax_runner(apply: Callable, params, case: Case) -> Runner:
+    """apply(params, x, lengths) -> (outputs [B,T,F], last_state [B,H])."""
+    x = jnp.asarray(case.inputs())
+    lengths = None if case.lengths() is None else jnp.asarray(case.lengths())
+    ct = jnp.asarray(case.cotangent())
+
+    def loss_fn(params, x):
+        outputs, last = apply(params, x, lengths)
+        if case.loss == "last":
+            return jnp.sum(last**2)
+        return jnp.sum(outputs * ct) / outputs.size
+
+    if case.mode == "train":
+        fn = jax.jit(jax.value_and_grad(loss_fn))
+    else:
+        fn = jax.jit(lambda p, x: apply(p, x, lengths)[0])
+    start = time.perf_counter()
+    compiled = fn.lower(params, x).compile()
+    jax.block_until_ready(compiled(params, x))
+    first = time.perf_counter() - start
+    return Runner(lambda: jax.block_until_ready(compiled(params, x)), compiled, first)
+
+
+def build_gru_jax(case: Case, **options) -> Runner:
+    from flax import nnx
+
+    import gru_jax
+
+    model = gru_jax.StackedGRU(
+        case.features,
+        case.hidden,
+        case.num_layers,
+        bidirectional=case.bidirectional,
+        rngs=nnx.Rngs(0),
+        **options,
+    )
+    graphdef, state = nnx.split(model)
+
+    def apply(state, x, lengths):
+        carry, y = nnx.merge(graphdef, state)(x, lengths, return_carry=True)
+        return y, carry[-1]
+
+    return _jax_runner(apply, state, case)
+
+
+def build_flax_linen(case: Case) -> Runner:
+    import flax.linen as nn
+
+    class Stack(nn.Module):
+        @nn.compact
+        def __call__(self, x, lengths):
+            last = None
+            for _ in range(case.num_layers):
+                fwd = nn.RNN(nn.GRUCell(case.hidden), return_carry=True)
+                if case.bidirectional:
+                    # nn.Bidirectional runs this one with reverse=True, keep_order=True.
+                    bwd = nn.RNN(nn.GRUCell(case.hidden), return_carry=True)
+                    (c_f, c_b), x = nn.Bidirectional(fwd, bwd, return_carry=True)(
+                        x, seq_lengths=lengths
+                    )
+                    last = c_b
+                else:
+                    last, x = fwd(x, seq_lengths=lengths)
+            return x, last
+
+    model = Stack()
+    x = jnp.asarray(case.inputs())
+    params = model.init(jax.random.key(0), x, None)
+    return _jax_runner(lambda p, x, lengths: model.apply(p, x, lengths), params, case)
+
+
+def build_flax_nnx(case: Case) -> Runner:
+    from flax import nnx
+
+    if case.num_layers != 1 or case.bidirectional or case.variable_lengths:
+        raise NotImplementedError("nnx.RNN peer: single-layer, unidirectional cases only")
+    model = nnx.RNN(nnx.GRUCell(case.features, case.hidden, rngs=nnx.Rngs(0)), return_carry=True)
+    graphdef, state = nnx.split(model)
+
+    def apply(state, x, lengths):
+        carry, y = nnx.merge(graphdef, state)(x, seq_lengths=lengths)
+        return y, carry
+
+    return _jax_runner(apply, state, case)
+
+
+def build_keras(case: Case) -> Runner:
+    os.environ.setdefault("KERAS_BACKEND", "jax")
+    import keras
+
+    if keras.backend.backend() != "jax":
+        raise NotImplementedError("Keras peer needs KERAS_BACKEND=jax")
+    if case.num_layers != 1 or case.bidirectional or case.variable_lengths:
+        raise NotImplementedError("Keras peer: single-layer, unidirectional cases only")
+    layer = keras.layers.GRU(case.hidden, return_sequences=True, return_state=True)
+    layer.build((case.batch, case.steps, case.features))
+    trainable = [v.value for v in layer.trainable_variables]
+    others = [v.value for v in layer.non_trainable_variables]
+
+    def apply(params, x, lengths):
+        (y, last), _ = layer.stateless_call(params, others, x)
+        return y, last
+
+    return _jax_runner(apply, trainable, case)
+
+
+def build_torch(case: Case) -> Runner:
+    import torch
+
+    torch.set_num_threads(
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    )
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.manual_seed(0)
+    model = torch.nn.GRU(
+        case.features,
+        case.hidden,
+        case.num_layers,
+        batch_first=True,
+        bidirectional=case.bidirectional,
+    ).to(device)
+    x = torch.from_numpy(case.inputs()).to(device)
+    ct = torch.from_numpy(case.cotangent()).to(device)
+    lengths = case.lengths()
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+    def forward():
+        if lengths is None:
+            y, h_n = model(x)
+            return y, h_n
+        packed = torch.nn.utils.rnn.pack_padded_sequence(
+            x, torch.from_numpy(lengths), batch_first=True, enforce_sorted=False
+        )
+        y, h_n = model(packed)
+        y, _ = torch.nn.utils.rnn.pad_packed_sequence(y, batch_first=True, total_length=case.steps)
+        return y, h_n
+
+    def train_step():
+        model.zero_grad(set_to_none=True)
+        y, h_n = forward()
+        loss = (h_n[-1] ** 2).sum() if case.loss == "last" else (y * ct).sum() / y.numel()
+        loss.backward()
+        sync()
+
+    def infer_step():
+        with torch.no_grad():
+            forward()
+        sync()
+
+    step = train_step if case.mode == "train" else infer_step
+    start = time.perf_counter()
+    step()
+    return Runner(step, None, time.perf_counter() - start)
+
+
+PEERS: dict[str, Callable[[Case], Runner]] = {
+    "gru_jax": build_gru_jax,
+    "flax_linen": build_flax_linen,
+    "flax_nnx": build_flax_nnx,
+    "torch": build_torch,
+    "keras_jax": build_keras,
+}

@@ -1,0 +1,87 @@
+"""Turns benchmark JSON into markdown tables (and updates README.md between markers).
+
+python -m benchmarks.report benchmarks/results/<device>.json            # print
+python -m benchmarks.report benchmarks/results/<device>.json --readme   # rewrite README
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+BEGIN = "<!-- benchmark-table:begin -->"
+END = "<!-- benchmark-table:end -->"
+ORDER = ["gru_jax", "gru_jax_remat", "flax_linen", "flax_nnx", "torch", "keras_jax"]
+
+
+def markdown(data: dict) -> str:
+    rows = [r for r in data["rows"] if "median_ms" in r]
+    impls = [i for i in ORDER if any(r["impl"] == i for r in rows)]
+    cases: dict[tuple, dict[str, dict]] = {}
+    for row in rows:
+        key = (row["name"], row["mode"], row["loss"])
+        cases.setdefault(key, {})[row["impl"]] = row
+    roof = data["roofline"]
+    lines = [
+        f"Device: `{data['device']}`, jax {data['jax_version']}, {data['date']}. Median ms per "
+        "call (lower is better); **speedup** = fastest peer / gru_jax. Per-step GEMM "
+        f"roofline: {roof['gflops']:.0f} GFLOP/s ({roof['per_step_us']:.0f} us per "
+        "128x128 @ 128x384 step).",
+        "",
+        "| case (B,T,I,H) | mode | " + " | ".join(impls) + " | speedup |",
+        "|---|---|" + "---|" * len(impls) + "---|",
+    ]
+    for (name, mode, loss), by_impl in cases.items():
+        any_row = next(iter(by_impl.values()))
+        shape = f"{name} ({any_row['batch']},{any_row['steps']},{any_row['features']},"
+        shape += f"{any_row['hidden']})"
+        label = "inference" if mode == "infer" else f"train, loss on {loss}"
+        cells = []
+        for impl in impls:
+            row = by_impl.get(impl)
+            cells.append("–" if row is None else f"{row['median_ms']:.1f}")
+        ours = by_impl.get("gru_jax")
+        speedup = "–" if ours is None else f"**{ours.get('speedup_vs_best_peer', 0):.2f}x**"
+        lines.append(f"| {shape} | {label} | " + " | ".join(cells) + f" | {speedup} |")
+    extra = []
+    for (name, mode, loss), by_impl in cases.items():
+        ours, remat = by_impl.get("gru_jax"), by_impl.get("gru_jax_remat")
+        if ours and ours.get("roofline_fraction") and mode == "train" and name == "long":
+            extra.append(
+                f"- {name}, train/{loss}: {ours['recurrent_gflops']:.0f} GFLOP/s "
+                f"recurrent = {ours['roofline_fraction']:.0%} of the per-step GEMM "
+                "roofline."
+            )
+        if ours and remat and ours.get("memory_mb") and remat.get("memory_mb"):
+            extra.append(
+                f"- {name}, train/{loss}, remat: {remat['memory_mb']:.0f} MB vs "
+                f"{ours['memory_mb']:.0f} MB working memory "
+                f"({remat['memory_mb'] / ours['memory_mb']:.2f}x) at "
+                f"{remat['median_ms'] / ours['median_ms']:.2f}x the time."
+            )
+    return "\n".join(lines + ([""] + extra if extra else []))
+
+
+def update_readme(table: str, readme: Path) -> None:
+    text = readme.read_text()
+    if BEGIN not in text or END not in text:
+        raise SystemExit(f"{readme} has no {BEGIN} ... {END} markers")
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    readme.write_text(f"{head}{BEGIN}\n{table}\n{END}{tail}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("json_path")
+    parser.add_argument("--readme", action="store_true", help="rewrite README.md's table")
+    args = parser.parse_args()
+    table = markdown(json.loads(Path(args.json_path).read_text()))
+    print(table)
+    if args.readme:
+        update_readme(table, Path(__file__).resolve().parent.parent / "README.md")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,215 @@
+"""gru_jax speed record: GRU training steps and inference against peer implementations.
+
+    python -m benchmarks.run                 # all cases, all peers (make bench)
+    python -m benchmarks.run --quick         # fewer repetitions
+    python -m benchmarks.run --cases long --peers gru_jax,flax_linen
+
+Peers run in the same process, interleaved round by round, and each number is a median.
+Prints a table and writes JSON to ``benchmarks/results/<device>.json``; ``python -m
+benchmarks.report`` turns the JSON into the README table. Speed is never asserted in
+tests; read the ratios (this machine is noisy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from benchmarks.peers import PEERS, Case, Runner, build_gru_jax
+
+RESULTS = Path(__file__).parent / "results"
+
+SHAPES = {  # (batch, time, features, hidden) and stack options
+    "small": dict(batch=128, steps=28, features=28, hidden=128),
+    "long": dict(batch=128, steps=784, features=1, hidden=128),
+    "wide": dict(batch=64, steps=100, features=256, hidden=512),
+    "bidir2_varlen": dict(
+        batch=64,
+        steps=100,
+        features=64,
+        hidden=128,
+        num_layers=2,
+        bidirectional=True,
+        variable_lengths=True,
+    ),
+}
+
+
+def device_name() -> str:
+    device = jax.devices()[0]
+    if device.platform == "cpu":
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 0
+        return f"cpu-{cores}core-{platform.machine()}"
+    return device.device_kind.replace(" ", "-").lower()
+
+
+def step_gemm_roofline(batch: int, hidden: int, steps: int = 784, repeats: int = 7) -> dict:
+    """Rate of the per-step recurrent GEMM ([B,H] @ [H,3H], plus a tanh) inside a scan."""
+    rng = np.random.default_rng(0)
+    kernel = jnp.asarray(rng.standard_normal((hidden, 3 * hidden)) * 0.05, jnp.float32)
+    h0 = jnp.asarray(rng.standard_normal((batch, hidden)), jnp.float32)
+
+    def loop(h):
+        def body(h, _):
+            return jnp.tanh(h @ kernel)[:, :hidden], None
+
+        return jax.lax.scan(body, h, None, length=steps)[0]
+
+    fn = jax.jit(loop)
+    jax.block_until_ready(fn(h0))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(fn(h0))
+        times.append(time.perf_counter() - start)
+    per_step = float(np.median(times)) / steps
+    flops = 2 * batch * hidden * 3 * hidden
+    return {"per_step_us": per_step * 1e6, "gflops": flops / per_step / 1e9}
+
+
+def memory_mb(runner: Runner) -> float | None:
+    if runner.compiled is None:
+        return None
+    try:
+        stats = runner.compiled.memory_analysis()
+        return (stats.temp_size_in_bytes + stats.output_size_in_bytes) / 2**20
+    except Exception:  # some backends do not report memory
+        return None
+
+
+def time_runners(runners: dict[str, Runner], rounds: int, per_round: int) -> dict:
+    samples = {name: [] for name in runners}
+    for _ in range(rounds):
+        for name, runner in runners.items():
+            for _ in range(per_round):
+                start = time.perf_counter()
+                runner.step()
+                samples[name].append(time.perf_counter() - start)
+    return {name: np.asarray(values) * 1e3 for name, values in samples.items()}
+
+
+def run_case(case: Case, peers: list[str], rounds: int) -> list[dict]:
+    runners, rows, errors = {}, [], {}
+    for name in peers:
+        try:
+            runners[name] = PEERS[name](case)
+        except (NotImplementedError, ImportError) as error:
+            errors[name] = f"{type(error).__name__}: {error}"
+    if case.name == "long" and case.mode == "train" and "gru_jax" in peers:
+        runners["gru_jax_remat"] = build_gru_jax(case, remat=True)
+    probe = time_runners(runners, 1, 1)
+    slowest = max(float(np.median(v)) for v in probe.values())
+    per_round = max(1, int(300 / max(slowest, 1e-3)))  # ~0.3 s per peer per round
+    samples = time_runners(runners, rounds, min(per_round, 20))
+    for name, values in samples.items():
+        median = float(np.median(values))
+        runner = runners[name]
+        rows.append(
+            dict(
+                **dataclasses.asdict(case),
+                impl=name,
+                median_ms=median,
+                p25_ms=float(np.percentile(values, 25)),
+                p75_ms=float(np.percentile(values, 75)),
+                samples=int(values.size),
+                compile_s=runner.first_call_s - median / 1e3,
+                memory_mb=memory_mb(runner),
+            )
+        )
+    for name, error in errors.items():
+        rows.append(dict(**dataclasses.asdict(case), impl=name, skipped=error))
+    return rows
+
+
+def recurrent_gflop(case: Case) -> float:
+    """Recurrent FLOPs of the forward (2*B*H*3H*T per layer and direction); training is
+    counted as 3x forward."""
+    dirs = 2 if case.bidirectional else 1
+    forward = 2 * case.batch * case.hidden * 3 * case.hidden * case.steps * dirs
+    forward *= case.num_layers
+    return forward * (3 if case.mode == "train" else 1) / 1e9
+
+
+def summarize(rows: list[dict], roofline: dict) -> None:
+    by_case: dict[tuple, list[dict]] = {}
+    for row in rows:
+        by_case.setdefault((row["name"], row["mode"], row["loss"]), []).append(row)
+    header = f"{'case':<16}{'mode':<12}{'impl':<15}{'median ms':>10}{'vs best peer':>13}"
+    print("\n" + header + f"{'GFLOP/s':>9}{'roofline':>9}{'mem MB':>8}{'compile s':>10}")
+    for (name, mode, loss), group in by_case.items():
+        timed = [r for r in group if "median_ms" in r]
+        peers = [r["median_ms"] for r in timed if not r["impl"].startswith("gru_jax")]
+        best_peer = min(peers) if peers else float("nan")
+        for row in sorted(timed, key=lambda r: r["median_ms"]):
+            case = Case(**{k: row[k] for k in Case.__dataclass_fields__})
+            gflops = recurrent_gflop(case) / (row["median_ms"] / 1e3)
+            row["speedup_vs_best_peer"] = best_peer / row["median_ms"]
+            row["recurrent_gflops"] = gflops
+            row["roofline_fraction"] = gflops / roofline["gflops"]
+            mem = "" if row["memory_mb"] is None else f"{row['memory_mb']:.0f}"
+            label = mode if mode == "infer" else f"{mode}/{loss}"
+            print(
+                f"{name:<16}{label:<12}{row['impl']:<15}{row['median_ms']:>10.2f}"
+                f"{row['speedup_vs_best_peer']:>12.2f}x{gflops:>9.1f}"
+                f"{row['roofline_fraction']:>8.0%}{mem:>8}{row['compile_s']:>10.2f}"
+            )
+        for row in group:
+            if "skipped" in row:
+                print(f"{name:<16}{mode:<12}{row['impl']:<15}  skipped ({row['skipped']})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", default=",".join(SHAPES), help="comma-separated cases")
+    parser.add_argument("--peers", default=",".join(PEERS), help="comma-separated peers")
+    parser.add_argument("--modes", default="train,infer")
+    parser.add_argument("--losses", default="all,last", help="training losses to time")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="2 rounds")
+    parser.add_argument("--output", default=None, help="JSON path (default: results/<device>)")
+    args = parser.parse_args()
+    rounds = 2 if args.quick else args.rounds
+    peers = args.peers.split(",")
+    roofline = step_gemm_roofline(128, 128)
+    print(f"device: {device_name()}  jax {jax.__version__}  backend {jax.default_backend()}")
+    print(
+        f"per-step GEMM roofline (128x128 @ 128x384 + tanh in a scan): "
+        f"{roofline['per_step_us']:.1f} us/step, {roofline['gflops']:.1f} GFLOP/s"
+    )
+    rows = []
+    for name in args.cases.split(","):
+        for mode in args.modes.split(","):
+            for loss in args.losses.split(",") if mode == "train" else ["all"]:
+                case = Case(name=name, mode=mode, loss=loss, **SHAPES[name])
+                print(f"running {name} {mode} {loss} ...", flush=True)
+                rows.extend(run_case(case, peers, rounds))
+    summarize(rows, roofline)
+    output = Path(args.output) if args.output else RESULTS / f"{device_name()}.json"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(
+        json.dumps(
+            {
+                "device": device_name(),
+                "jax_version": jax.__version__,
+                "backend": jax.default_backend(),
+                "date": time.strftime("%Y-%m-%d"),
+                "roofline": roofline,
+                "rows": rows,
+            },
+            indent=1,
+        )
+    )
+    print(f"\nwrote {output}")
+
+
+if __name__ == "__main__":
+    main()
