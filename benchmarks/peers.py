@@ -94,13 +94,13 @@ def build_gru_jax(case: Case, **options) -> Runner:
         rngs=nnx.Rngs(0),
         **options,
     )
-    graphdef, state = nnx.split(model)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
 
-    def apply(state, x, lengths):
-        carry, y = nnx.merge(graphdef, state)(x, lengths, return_carry=True)
+    def apply(params, x, lengths):
+        carry, y = nnx.merge(graphdef, params, rest)(x, lengths, return_carry=True)
         return y, carry[-1]
 
-    return _jax_runner(apply, state, case)
+    return _jax_runner(apply, params, case)
 
 
 def build_flax_linen(case: Case) -> Runner:
@@ -135,13 +135,13 @@ def build_flax_nnx(case: Case) -> Runner:
     if case.num_layers != 1 or case.bidirectional or case.variable_lengths:
         raise NotImplementedError("nnx.RNN peer: single-layer, unidirectional cases only")
     model = nnx.RNN(nnx.GRUCell(case.features, case.hidden, rngs=nnx.Rngs(0)), return_carry=True)
-    graphdef, state = nnx.split(model)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
 
-    def apply(state, x, lengths):
-        carry, y = nnx.merge(graphdef, state)(x, seq_lengths=lengths)
+    def apply(params, x, lengths):
+        carry, y = nnx.merge(graphdef, params, rest)(x, seq_lengths=lengths)
         return y, carry
 
-    return _jax_runner(apply, state, case)
+    return _jax_runner(apply, params, case)
 
 
 def build_keras(case: Case) -> Runner:

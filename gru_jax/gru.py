@@ -193,6 +193,8 @@ class GRU(nnx.Module):
         bias_init: Initializer = default_bias_init,
         hoist_inputs: bool | None = None,
         chunk_size: int = 16,
+        batch_groups: int | None = None,
+        remat: bool = False,
         custom_gradient: bool = True,
         rngs: nnx.Rngs,
     ):
@@ -215,6 +217,8 @@ class GRU(nnx.Module):
         self.time_major = time_major
         self.hoist_inputs = hoist_inputs
         self.chunk_size = chunk_size
+        self.batch_groups = batch_groups
+        self.remat = remat
         self.custom_gradient = custom_gradient
 
     def initialize_carry(self, batch_size: int) -> Array:
@@ -246,6 +250,8 @@ class GRU(nnx.Module):
             compute_dtype=self.cell.compute_dtype,
             hoist_inputs=self.hoist_inputs,
             chunk_size=self.chunk_size,
+            batch_groups=self.batch_groups,
+            remat=self.remat,
             return_gates=return_gates,
             custom_gradient=self.custom_gradient,
         )
