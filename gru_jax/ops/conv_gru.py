@@ -34,13 +34,13 @@ why autodiff of stock convolutions is pathological in a rolled scan on XLA CPU, 
   gradient after it (:mod:`gru_jax.ops.conv_gru_vjp`). Exact, but not faster here: once
   the layout is right, a per-step kernel gradient runs at full convolution speed;
 * ``"xla"``: autodiff of the scan over stock ``lax.conv_general_dilated`` (the
-  baseline: fine with ``unroll=True``, 25-50x slower rolled).
+  baseline: fine with ``unroll=True``, about 40x slower rolled).
 
 Defaults chosen by measurement (2-core CPU): the inputs are convolved inside each step
 (``hoist_inputs=False``: one convolution over all ``time * batch`` frames measured
-10-15% slower fwd+bwd, and no faster forward, at 16x16x32 and 64x64x1 inputs), and
+12-14% slower fwd+bwd and 18-26% slower forward, at 16x16x32 and 64x64x1 inputs), and
 sequences of at most ``AUTO_UNROLL_MAX_STEPS`` steps are unrolled when ``unroll=None``
-(6-15% faster fwd+bwd at T=10 and T=20 for a larger first compile).
+(13-16% faster fwd+bwd than rolled at T=10 and T=20, for a first call 1.4x longer).
 
 Variable lengths: padding at the end; masked steps keep the carry and output zeros;
 ``reverse=True`` runs each sequence's valid part from its own end (PyTorch packed

@@ -35,6 +35,7 @@ from jax.custom_derivatives import CustomVJPPrimal, SymbolicZero
 from gru_jax.ops.gru_math import (
     GRUWeights,
     StepResiduals,
+    candidate_from_residuals,
     contract_leading,
     gru_step,
     gru_step_backward,
@@ -59,6 +60,7 @@ class KernelPlan(NamedTuple):
     chunk_size: int
     groups: tuple[tuple[int, int], ...]  # (start, size) of each batch group
     remat: bool = False
+    save_gates: bool = False  # keep r, z, aux from the forward instead of recomputing
 
 
 # ----------------------------------------------------------------------------- layout
@@ -105,62 +107,82 @@ def _steps(x: Array, plan: KernelPlan) -> int:
 # ---------------------------------------------------------------------------- forward
 
 
-def _forward(
-    sw, x, h0, lengths, plan: KernelPlan, *, write_outputs: bool = True, save_every: int = 0
-):
-    """Runs the recurrence. Returns ``(h_last, outputs|None, projections, boundary_states)``.
+class Saved(NamedTuple):
+    """What the forward keeps for the backward besides its outputs (None when unused).
 
-    ``save_every > 0`` also stores the state before every ``save_every``-th processed step
-    (remat boundaries), as ``[ceil(T/save_every), B, H]``.
+    projections: per group, the (r, z, n) input pre-activations (``plan.hoist_inputs``).
+    boundaries: f32[ceil(T / chunk), B, H] states before each chunk (``plan.remat``).
+    gates: per group, time-major (r, z, aux) f32[T, size, H] (``plan.save_gates``).
     """
+
+    projections: tuple | None = None
+    boundaries: Array | None = None
+    gates: tuple | None = None
+
+
+def _forward(sw, x, h0, lengths, plan: KernelPlan, *, for_backward: bool = False):
+    """Runs the recurrence; returns ``(h_last, outputs, saved)``. With ``for_backward`` it
+    also keeps what ``plan`` says the backward needs (remat boundaries, gates)."""
     steps = _steps(x, plan)
     hidden = h0.shape[-1]
-    tm = plan.time_major
+    batch = h0.shape[0]
     projections = None
     if plan.hoist_inputs:
         projections = tuple(
             project_inputs(_batch_slice(x, b0, bs, plan), sw) for b0, bs in plan.groups
         )
-    batch = h0.shape[0]
-    out = None
-    if write_outputs:
-        out = jnp.zeros((steps, batch, hidden) if tm else (batch, steps, hidden), jnp.float32)
+    out_shape = (steps, batch, hidden) if plan.time_major else (batch, steps, hidden)
+    out = jnp.zeros(out_shape, jnp.float32)
+    save_every = plan.chunk_size if (for_backward and plan.remat) else 0
     boundaries = None
     if save_every:
-        boundaries = jnp.zeros(((steps + save_every - 1) // save_every, batch, hidden), jnp.float32)
+        slots = (steps + save_every - 1) // save_every
+        boundaries = jnp.zeros((slots, batch, hidden), jnp.float32)
+    gates = None
+    if for_backward and plan.save_gates and not plan.remat:
+        gates = tuple(
+            tuple(jnp.zeros((steps, bs, hidden), jnp.float32) for _ in range(3))
+            for _, bs in plan.groups
+        )
     states = tuple(h0[b0 : b0 + bs] for b0, bs in plan.groups)
     lens = None if lengths is None else tuple(lengths[b0 : b0 + bs] for b0, bs in plan.groups)
 
     def body(i, carry):
-        states, out, boundaries = carry
+        states, out, boundaries, gates = carry
         t = steps - 1 - i if plan.reverse else i
         if save_every:
             h_all = jnp.concatenate(states, axis=0) if len(states) > 1 else states[0]
             slot = lax.dynamic_index_in_dim(boundaries, i // save_every, 0, keepdims=False)
             slot = jnp.where(i % save_every == 0, h_all, slot)
             boundaries = lax.dynamic_update_index_in_dim(boundaries, slot, i // save_every, 0)
-        new_states = []
+        new_states, new_gates = [], []
         for g, (b0, bs) in enumerate(plan.groups):
             if projections is not None:
                 x_pre = tuple(_step_read(p, t, 0, bs, plan) for p in projections[g])
             else:
                 x_pre = project_inputs(_step_read(x, t, b0, bs, plan), sw)
-            h_new, _, _ = gru_step(states[g], x_pre, sw, plan.reset_after)
+            h_new, _, res = gru_step(states[g], x_pre, sw, plan.reset_after)
+            if gates is not None:
+                new_gates.append(
+                    tuple(
+                        lax.dynamic_update_index_in_dim(buf, value, t, 0)
+                        for buf, value in zip(gates[g], res)
+                    )
+                )
             y = h_new
             if lens is not None:
                 keep = (t < lens[g])[:, None]
                 y = jnp.where(keep, h_new, 0.0)
                 h_new = jnp.where(keep, h_new, states[g])
-            if out is not None:
-                out = _step_write(out, y, t, b0, plan)
+            out = _step_write(out, y, t, b0, plan)
             new_states.append(h_new)
-        return tuple(new_states), out, boundaries
+        return tuple(new_states), out, boundaries, (tuple(new_gates) if gates else None)
 
-    states, out, boundaries = lax.fori_loop(
-        0, steps, body, (states, out, boundaries), unroll=plan.unroll
+    states, out, boundaries, gates = lax.fori_loop(
+        0, steps, body, (states, out, boundaries, gates), unroll=plan.unroll
     )
     h_last = jnp.concatenate(states, axis=0) if len(states) > 1 else states[0]
-    return h_last, out, projections, boundaries
+    return h_last, out, Saved(projections, boundaries, gates)
 
 
 # --------------------------------------------------------------------------- backward
@@ -217,9 +239,7 @@ def _replay_chunk(sw, x_pre_groups, h_start_groups, lens_groups, times, plan):
     return saved
 
 
-def _chunk_backward(
-    sw, plan, x, h0, lengths, ys, projections, boundaries, dys, carry, start, length, is_first
-):
+def _chunk_backward(sw, plan, x, h0, lengths, ys, saved_fwd, dys, carry, start, length, is_first):
     """Backward over times ``[start, start+length)``; returns the updated carry
     ``(dh_groups, grads, dx)``."""
     dh_groups, grads, dx = carry
@@ -228,9 +248,9 @@ def _chunk_backward(
     groups = plan.groups
     x_c = _chunk_read(x, start, length, plan)  # [L, B, I]
     x_groups = [x_c[:, b0 : b0 + bs] for b0, bs in groups]
-    if projections is not None:
+    if saved_fwd.projections is not None:
         x_pre = [
-            tuple(_chunk_read(p, start, length, plan) for p in projections[g])
+            tuple(_chunk_read(p, start, length, plan) for p in saved_fwd.projections[g])
             for g in range(len(groups))
         ]
     else:
@@ -240,7 +260,9 @@ def _chunk_backward(
     if plan.remat:
         # The boundary state saved before this chunk's first processed step.
         position = (steps - start - length) if plan.reverse else start
-        h_start = lax.dynamic_index_in_dim(boundaries, position // plan.chunk_size, 0, False)
+        h_start = lax.dynamic_index_in_dim(
+            saved_fwd.boundaries, position // plan.chunk_size, 0, False
+        )
         saved = _replay_chunk(
             sw, tuple(x_pre), [h_start[b0 : b0 + bs] for b0, bs in groups], lens, times, plan
         )
@@ -254,7 +276,16 @@ def _chunk_backward(
                 prev_t = _prev_positions(times, plan)[:, None]
                 prev_valid = (prev_t >= 0) & (prev_t < steps) & (prev_t < lens[g][None])
                 h_prev = jnp.where(prev_valid[..., None], h_prev, h0[None, b0 : b0 + bs])
-            saved.append((h_prev, *_recompute_chunk(sw, x_pre[g], h_prev, plan)))
+            if saved_fwd.gates is not None:
+                r, z, aux = (
+                    lax.dynamic_slice_in_dim(buf, start, length, 0) for buf in saved_fwd.gates[g]
+                )
+                n = candidate_from_residuals(
+                    x_pre[g][2], StepResiduals(r, z, aux), plan.reset_after
+                )
+                saved.append((h_prev, r, z, aux, n))
+            else:
+                saved.append((h_prev, *_recompute_chunk(sw, x_pre[g], h_prev, plan)))
 
     dy = None if dys is None else _chunk_read(dys, start, length, plan)
     dy_groups = None if dy is None else [dy[:, b0 : b0 + bs] for b0, bs in groups]
@@ -303,7 +334,7 @@ def _chunk_backward(
     return dh_groups, (dwi, dbi, dwh, dbhn), dx
 
 
-def _backward(sw, plan, weights, x, h0, lengths, ys, projections, boundaries, dh_last, dys):
+def _backward(sw, plan, weights, x, h0, lengths, ys, saved_fwd, dh_last, dys):
     steps = _steps(x, plan)
     in_features, hidden = x.shape[-1], h0.shape[-1]
     chunk = max(1, min(plan.chunk_size, steps))
@@ -320,9 +351,7 @@ def _backward(sw, plan, weights, x, h0, lengths, ys, projections, boundaries, dh
     )
     dh = tuple(dh_last[b0 : b0 + bs] for b0, bs in plan.groups)
     carry = (dh, grads, jnp.zeros(x.shape, jnp.float32))
-    run = functools.partial(
-        _chunk_backward, sw, plan, x, h0, lengths, ys, projections, boundaries, dys
-    )
+    run = functools.partial(_chunk_backward, sw, plan, x, h0, lengths, ys, saved_fwd, dys)
     if plan.remat:
         # Chunks aligned to the saved boundaries: processing positions [k*chunk, ...),
         # the last (partial) chunk first.
@@ -368,7 +397,7 @@ def _backward(sw, plan, weights, x, h0, lengths, ys, projections, boundaries, dh
 def gru_sequence(weights: GRUWeights, x: Array, h0: Array, lengths: Array | None, plan: KernelPlan):
     """``(h_last f32[B, H], outputs)`` with outputs in the layout of ``x``."""
     sw = prepare_step_weights(weights, jnp.dtype(plan.compute_dtype))
-    h_last, out, _, _ = _forward(sw, x, h0, lengths, plan)
+    h_last, out, _ = _forward(sw, x, h0, lengths, plan)
     return h_last, out
 
 
@@ -379,22 +408,18 @@ def _gru_sequence_fwd(weights, x, h0, lengths, plan):
         is_leaf=lambda p: isinstance(p, CustomVJPPrimal),
     )
     sw = prepare_step_weights(weights, jnp.dtype(plan.compute_dtype))
-    h_last, out, projections, boundaries = _forward(
-        sw, x, h0, lengths, plan, save_every=plan.chunk_size if plan.remat else 0
-    )
+    h_last, out, saved = _forward(sw, x, h0, lengths, plan, for_backward=True)
     kept_outputs = None if plan.remat else out
-    return (h_last, out), (weights, x, h0, lengths, kept_outputs, projections, boundaries)
+    return (h_last, out), (weights, x, h0, lengths, kept_outputs, saved)
 
 
 def _gru_sequence_bwd(plan, residuals, cotangents):
-    weights, x, h0, lengths, ys, projections, boundaries = residuals
+    weights, x, h0, lengths, ys, saved = residuals
     dh_last, dys = cotangents
     sw = prepare_step_weights(weights, jnp.dtype(plan.compute_dtype))
     dh_last = jnp.zeros_like(h0) if isinstance(dh_last, SymbolicZero) else dh_last
     dys = None if isinstance(dys, SymbolicZero) else dys
-    d_weights, dx, dh0 = _backward(
-        sw, plan, weights, x, h0, lengths, ys, projections, boundaries, dh_last, dys
-    )
+    d_weights, dx, dh0 = _backward(sw, plan, weights, x, h0, lengths, ys, saved, dh_last, dys)
     return d_weights, dx, dh0, None
 
 

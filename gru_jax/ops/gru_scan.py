@@ -44,6 +44,9 @@ MIN_GROUP_ROWS = 32
 MAX_GROUPS = 4
 # Above this hidden size one step's GEMMs are large enough for XLA to multi-thread them.
 MAX_GROUPED_HIDDEN = 256
+# On CPU, keep the gates from the forward (instead of recomputing them in the backward)
+# from this hidden size up.
+SAVE_GATES_MIN_HIDDEN = 256
 
 
 class ScanConfig(NamedTuple):
@@ -103,6 +106,15 @@ def default_batch_groups(batch: int, hidden: int, backend: str | None = None) ->
     return max(1, min(MAX_GROUPS, batch // MIN_GROUP_ROWS))
 
 
+def default_save_gates(hidden: int, backend: str | None = None) -> bool:
+    """Whether the forward keeps (r, z, hn) for the backward. Recomputing them costs
+    ~6*B*H^2 FLOPs per step (batched GEMMs); keeping them costs ~12*B*H bytes written and
+    read. Off CPU memory is cheap relative to compute; on CPU the break-even measured here
+    is near ``SAVE_GATES_MIN_HIDDEN``."""
+    backend = backend or jax.default_backend()
+    return backend != "cpu" or hidden >= SAVE_GATES_MIN_HIDDEN
+
+
 def group_bounds(batch: int, groups: int) -> tuple[tuple[int, int], ...]:
     """``groups`` contiguous (start, size) batch slices of near-equal size."""
     groups = max(1, min(groups, batch)) if batch else 1
@@ -130,6 +142,7 @@ def gru_scan(
     chunk_size: int = 16,
     batch_groups: int | None = None,
     remat: bool = False,
+    save_gates: bool | None = None,
     return_gates: bool = False,
     custom_gradient: bool = True,
 ):
@@ -153,6 +166,8 @@ def gru_scan(
       remat: keep only every ``chunk_size``-th state for the backward pass and recompute
         the rest (memory no longer grows with time x batch x hidden when the outputs are
         not otherwise kept).
+      save_gates: keep the gates from the forward for the backward instead of recomputing
+        them there (None: by backend and hidden size; see ``default_save_gates``).
       return_gates: also return the per-step (r, z, n) (zero at padded steps); uses the
         reference scan.
       custom_gradient: use the fast kernel and its custom backward (True) or the reference
@@ -198,6 +213,7 @@ def gru_scan(
         chunk_size=max(1, int(chunk_size)),
         groups=group_bounds(batch, batch_groups),
         remat=bool(remat),
+        save_gates=default_save_gates(hidden) if save_gates is None else bool(save_gates),
     )
     if seq_lengths is not None:
         seq_lengths = seq_lengths.astype(jnp.int32)
