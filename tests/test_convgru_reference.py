@@ -259,3 +259,17 @@ def test_matches_torch_conv2d():
     carry, y = layer(jnp.asarray(x), initial_carry=jnp.asarray(h0), return_carry=True)
     np.testing.assert_allclose(y, want_y.numpy().transpose(0, 1, 3, 4, 2), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(carry, want_h.numpy().transpose(0, 2, 3, 1), rtol=1e-5, atol=1e-5)
+
+
+def test_parameter_shapes_and_init():
+    cell = gru_jax.ConvGRUCell(
+        2, 4, kernel_size=3, recurrent_kernel_size=(1, 5), reset_after=False, rngs=nnx.Rngs(0)
+    )
+    assert cell.input_kernel.value.shape == (3, 3, 2, 12)
+    assert cell.recurrent_kernel.value.shape == (1, 5, 4, 12)
+    assert cell.input_bias.value.shape == (12,) and cell.recurrent_bias is None
+    # Each gate block of the recurrent kernel, flattened to [kh*kw*C, C], is orthonormal.
+    for gate in range(3):
+        block = np.asarray(cell.recurrent_kernel.value[..., 4 * gate : 4 * gate + 4])
+        block = block.reshape(-1, 4)
+        np.testing.assert_allclose(block.T @ block, np.eye(4), atol=1e-5)
