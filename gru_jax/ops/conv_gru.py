@@ -40,7 +40,7 @@ Defaults chosen by measurement (2-core CPU): the inputs are convolved inside eac
 (``hoist_inputs=False``: one convolution over all ``time * batch`` frames measured
 12-14% slower fwd+bwd and 18-26% slower forward, at 16x16x32 and 64x64x1 inputs), and
 sequences of at most ``AUTO_UNROLL_MAX_STEPS`` steps are unrolled when ``unroll=None``
-(13-16% faster fwd+bwd than rolled at T=10 and T=20, for a first call 1.4x longer).
+(13-16% less fwd+bwd time than rolled at T=10 and T=20, for a first call 1.4x longer).
 
 Variable lengths: padding at the end; masked steps keep the carry and output zeros;
 ``reverse=True`` runs each sequence's valid part from its own end (PyTorch packed
