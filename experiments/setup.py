@@ -43,6 +43,9 @@ class RunSetup:
 def total_train_steps(config: ml_collections.ConfigDict, num_train: int) -> tuple[int, int]:
     """``(total_steps, steps_per_epoch)``: ``train.num_steps`` if positive, else
     ``train.num_epochs`` epochs of full batches (derived here, not in the config file)."""
+    for field in ("batch_size", "eval_batch_size", "log_every_steps", "checkpoint_every_steps"):
+        if config.train[field] < 1:
+            raise ValueError(f"train.{field} must be >= 1; got {config.train[field]}")
     per_epoch = gru_data.steps_per_epoch(num_train, config.train.batch_size)
     if per_epoch == 0:
         raise ValueError(

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -44,8 +45,11 @@ def place_batch(batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
     return jax.device_put(batch)
 
 
-def evaluate(task: Task, eval_step, state: steps.TrainState, test: dict, batch_size: int):
-    """``(metrics, outputs)`` over the whole test set; padding rows are dropped here."""
+def evaluate(
+    task: Task, eval_step: Callable, state: steps.TrainState, test: dict, batch_size: int
+) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """``(metrics, per-example outputs)`` over the whole test set, in fixed-shape batches;
+    the padding rows of the last batch are dropped here, before ``task.summarize``."""
     collected: dict[str, list[np.ndarray]] = {}
     for batch in gru_data.eval_batches(test, batch_size):
         mask = batch.pop("mask")
@@ -74,7 +78,7 @@ def _check_finite(state: steps.TrainState, checkpointer: Checkpointer) -> None:
 
 
 def _train(config, run: RunSetup, state, checkpointer, reporter, timing):
-    """Steps from ``state['step']`` to the end; returns the final state."""
+    """Steps from ``state['step']`` to the end; returns ``(final state, eval_step)``."""
     cfg = config.train
     start_step, total_steps = int(state["step"]), run.total_steps
     train_step = steps.make_train_step(
@@ -105,8 +109,10 @@ def _train(config, run: RunSetup, state, checkpointer, reporter, timing):
             reporter.log_train(done, _mean_metrics(pending))
             pending = []
         if cfg.eval_every_steps > 0 and done % cfg.eval_every_steps == 0 and done < total_steps:
-            metrics, _ = evaluate(run.task, eval_step, state, run.data.test, cfg.eval_batch_size)
-            reporter.log_eval(done, metrics)
+            eval_metrics, _ = evaluate(
+                run.task, eval_step, state, run.data.test, cfg.eval_batch_size
+            )
+            reporter.log_eval(done, eval_metrics)
         if done % cfg.checkpoint_every_steps == 0 or done == total_steps:
             _check_finite(state, checkpointer)
             checkpointer.save(state)

@@ -134,6 +134,7 @@ def test_lstm_cell_runs_through_the_same_trainer(tmp_path):
         ({"task": "segmentation"}, r"^unknown task 'segmentation'"),
         ({"optimizer.schedule": "linear"}, r"^unknown optimizer.schedule 'linear'"),
         ({"train.batch_size": 5000}, r"^train.batch_size=5000 exceeds the 1437 training"),
+        ({"train.log_every_steps": 0}, r"^train.log_every_steps must be >= 1; got 0$"),
     ],
 )
 def test_bad_config_values_are_one_line_errors(tmp_path, overrides, message):
