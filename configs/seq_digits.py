@@ -3,7 +3,7 @@ F=8) by a bidirectional GRU. The default experiment (``make train``): it needs n
 and trains in well under a minute on a 2-core CPU.
 
     python -m experiments.train --config configs/seq_digits.py --workdir workdirs/seq_digits
-    python -m experiments.train --config configs/seq_digits.py:smoke --workdir /tmp/smoke
+    python -m experiments.train --config configs/seq_digits.py:smoke --workdir workdirs/smoke
 """
 
 from __future__ import annotations
