@@ -160,10 +160,15 @@ class GRU(nnx.Module):
     ``reverse=True`` runs each sequence's valid part from its own end (PyTorch packed
     semantics). Length 0 gives zero outputs and the initial carry.
 
-    Options of the fast path (results are identical either way): ``unroll`` (scan unroll),
-    ``hoist_inputs`` (project all steps' inputs with one GEMM before the scan; None picks by
-    in_features), ``chunk_size`` (steps per chunk of the custom backward pass),
-    ``custom_gradient`` (False: plain autodiff of the scan).
+    Options of the fast path (results are identical either way; None picks by backend and
+    size, see :func:`gru_jax.ops.gru_scan`): ``unroll`` (loop unroll factor),
+    ``hoist_inputs`` (project all steps' inputs with one GEMM before the loop),
+    ``chunk_size`` (steps per chunk of the custom backward pass), ``batch_groups``
+    (independent batch groups per step, so XLA CPU runs their GEMMs concurrently),
+    ``save_gates`` (keep the gates for the backward instead of recomputing them),
+    ``remat`` (keep only every ``chunk_size``-th state for the backward: memory stops
+    growing with time x batch x hidden when the outputs are not kept), and
+    ``custom_gradient`` (False: plain autodiff of a reference ``lax.scan``).
 
     Example::
 
@@ -195,6 +200,7 @@ class GRU(nnx.Module):
         chunk_size: int = 16,
         batch_groups: int | None = None,
         remat: bool = False,
+        save_gates: bool | None = None,
         custom_gradient: bool = True,
         rngs: nnx.Rngs,
     ):
@@ -219,6 +225,7 @@ class GRU(nnx.Module):
         self.chunk_size = chunk_size
         self.batch_groups = batch_groups
         self.remat = remat
+        self.save_gates = save_gates
         self.custom_gradient = custom_gradient
 
     def initialize_carry(self, batch_size: int) -> Array:
@@ -252,6 +259,7 @@ class GRU(nnx.Module):
             chunk_size=self.chunk_size,
             batch_groups=self.batch_groups,
             remat=self.remat,
+            save_gates=self.save_gates,
             return_gates=return_gates,
             custom_gradient=self.custom_gradient,
         )
