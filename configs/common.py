@@ -1,15 +1,49 @@
-"""Fields shared by the sequential image classification configs, every one documented.
+"""Fields shared by the experiment configs, every one documented.
 
-Experiment files (``configs/seq_*.py``, ``pixel_mnist.py``, ...) start from
-`sequence_classification` and change what differs. Values derived from others (total
+Every experiment takes its ``optimizer`` and ``train`` fields from `optimizer` and `train`;
+the sequential image classification files (``configs/seq_*.py``, ``pixel_mnist.py``, ...)
+start from `sequence_classification` and change what differs. Values derived from others (total
 steps from epochs and batch size, warmup steps from the warmup fraction) are computed by
 the trainer at run time, so command-line overrides stay consistent.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import ml_collections
 from ml_collections import config_dict
+
+
+def optimizer() -> ml_collections.ConfigDict:
+    """``config.optimizer`` of every experiment: Adam(W)/SGD, warmup + cosine, clipping."""
+    config = ml_collections.ConfigDict()
+    config.name = "adam"  # 'adam' | 'adamw' | 'sgd' (b1 is the momentum)
+    config.learning_rate = 1e-3  # peak learning rate
+    config.weight_decay = 0.0  # decoupled weight decay (adamw only)
+    config.b1 = 0.9  # Adam first-moment decay
+    config.b2 = 0.999  # Adam second-moment decay
+    config.eps = 1e-8  # Adam epsilon
+    config.schedule = "cosine"  # 'cosine' (warmup + cosine decay) | 'constant'
+    config.warmup_fraction = 0.02  # linear warmup over this fraction of all steps
+    config.end_learning_rate_factor = 0.01  # cosine ends at peak * this
+    config.grad_clip_norm = 1.0  # global-norm gradient clipping (0: off)
+    return config
+
+
+def train() -> ml_collections.ConfigDict:
+    """``config.train`` of every experiment: run length, batch sizes, logging, checkpoints."""
+    config = ml_collections.ConfigDict()
+    config.batch_size = 128  # examples per training step
+    config.num_epochs = 10.0  # run length in epochs (used when num_steps <= 0)
+    config.num_steps = -1  # run length in steps; overrides num_epochs when > 0
+    config.eval_batch_size = 500  # test batch size (last batch padded and masked)
+    config.log_every_steps = 100  # train metrics to TensorBoard and the console
+    config.eval_every_steps = 1000  # test-set evaluation during training (0: end only)
+    config.checkpoint_every_steps = 1000  # checkpoint period (and at the last step)
+    config.keep_checkpoints = 3  # most recent checkpoints kept
+    config.debug_nan_step = -1  # >= 0: make that step's loss NaN (tests the guard)
+    return config
 
 
 def sequence_classification() -> ml_collections.ConfigDict:
@@ -34,29 +68,9 @@ def sequence_classification() -> ml_collections.ConfigDict:
     config.model.reset_after = True  # GRU form: True cuDNN/PyTorch, False Cho et al. 2014
     config.model.readout = "last"  # 'last' valid state per direction | 'mean' over time
 
-    config.optimizer = ml_collections.ConfigDict()
-    config.optimizer.name = "adam"  # 'adam' | 'adamw' | 'sgd' (b1 is the momentum)
-    config.optimizer.learning_rate = 1e-3  # peak learning rate
-    config.optimizer.weight_decay = 0.0  # decoupled weight decay (adamw only)
-    config.optimizer.b1 = 0.9  # Adam first-moment decay
-    config.optimizer.b2 = 0.999  # Adam second-moment decay
-    config.optimizer.eps = 1e-8  # Adam epsilon
-    config.optimizer.schedule = "cosine"  # 'cosine' (warmup + cosine decay) | 'constant'
-    config.optimizer.warmup_fraction = 0.02  # linear warmup over this fraction of all steps
-    config.optimizer.end_learning_rate_factor = 0.01  # cosine ends at peak * this
-    config.optimizer.grad_clip_norm = 1.0  # global-norm gradient clipping (0: off)
-
-    config.train = ml_collections.ConfigDict()
-    config.train.batch_size = 128  # examples per training step
-    config.train.num_epochs = 10.0  # run length in epochs (used when num_steps <= 0)
-    config.train.num_steps = -1  # run length in steps; overrides num_epochs when > 0
+    config.optimizer = optimizer()
+    config.train = train()
     config.train.label_smoothing = 0.0  # cross-entropy label smoothing
-    config.train.eval_batch_size = 500  # test batch size (last batch padded and masked)
-    config.train.log_every_steps = 100  # train metrics to TensorBoard and the console
-    config.train.eval_every_steps = 1000  # test-set evaluation during training (0: end only)
-    config.train.checkpoint_every_steps = 1000  # checkpoint period (and at the last step)
-    config.train.keep_checkpoints = 3  # most recent checkpoints kept
-    config.train.debug_nan_step = -1  # >= 0: make that step's loss NaN (tests the guard)
 
     config.plots = ml_collections.ConfigDict()
     config.plots.num_gate_examples = 4  # test images in plots/update_gates.png (GRU only)
@@ -80,10 +94,15 @@ def shrink_for_smoke_test(config: ml_collections.ConfigDict) -> ml_collections.C
 VARIANTS = ("smoke",)
 
 
-def apply_variant(config: ml_collections.ConfigDict, arg: str | None) -> ml_collections.ConfigDict:
-    """Applies the ``get_config(arg)`` variant: None/'' (the full run) or 'smoke'."""
+def apply_variant(
+    config: ml_collections.ConfigDict,
+    arg: str | None,
+    shrink: Callable[[ml_collections.ConfigDict], ml_collections.ConfigDict] | None = None,
+) -> ml_collections.ConfigDict:
+    """Applies the ``get_config(arg)`` variant: None/'' (the full run) or 'smoke', which
+    calls ``shrink`` (default: `shrink_for_smoke_test`, for sequence classification)."""
     if arg == "smoke":
-        return shrink_for_smoke_test(config)
+        return (shrink or shrink_for_smoke_test)(config)
     if arg:
         raise ValueError(f"unknown config variant {arg!r}: expected one of {', '.join(VARIANTS)}")
     return config

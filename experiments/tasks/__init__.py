@@ -16,6 +16,8 @@ TASKS: dict[str, str] = {
     "sequence_classification": (
         "experiments.tasks.sequence_classification:SequenceClassificationTask"
     ),
+    "video_prediction": "experiments.tasks.video_prediction:VideoPredictionTask",
+    "video_classification": "experiments.tasks.video_classification:VideoClassificationTask",
 }
 
 

@@ -3,8 +3,10 @@
 Public API::
 
     SequenceClassifier, StackedLSTM, count_parameters   # sequential image classification
+    VideoPredictor                                      # ConvGRU encoder-forecaster
 """
 
 from gru_jax.models.sequence_classifier import SequenceClassifier, StackedLSTM, count_parameters
+from gru_jax.models.video_predictor import VideoPredictor
 
-__all__ = ["SequenceClassifier", "StackedLSTM", "count_parameters"]
+__all__ = ["SequenceClassifier", "StackedLSTM", "VideoPredictor", "count_parameters"]

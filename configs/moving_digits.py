@@ -1,0 +1,80 @@
+"""Video prediction on moving digits (Moving MNIST protocol: two digits bounce in a 64×64
+canvas; the model sees 10 frames and predicts the next 10) with a ConvGRU
+encoder-forecaster. Needs no download: the digits are scikit-learn's, upsampled to 28×28.
+
+    python -m experiments.train --config configs/moving_digits.py --workdir workdirs/moving_digits
+    python -m experiments.train --config configs/moving_digits.py:smoke --workdir workdirs/smoke
+"""
+
+from __future__ import annotations
+
+import ml_collections
+from ml_collections import config_dict
+
+from configs import common
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    """The moving-digits config; ``arg='smoke'`` shrinks it to a few steps for tests."""
+    config = ml_collections.ConfigDict()
+    config.task = "video_prediction"  # registry key in experiments/tasks/__init__.py
+    config.seed = 0  # seeds parameter init, the training videos and their order
+
+    config.dataset = ml_collections.ConfigDict()
+    config.dataset.digit_source = "digits"  # digit images: 'digits' | 'tfds:mnist' | 'npz:..'
+    config.dataset.data_dir = config_dict.placeholder(str)  # TFDS data dir (None: default)
+    config.dataset.split_seed = 0  # train/test split of the digit images (disjoint digits)
+    config.dataset.test_set = "generated"  # 'generated' (test_seed) | 'tfds' (moving_mnist)
+    config.dataset.num_train = 12_000  # training videos, generated once at start-up
+    config.dataset.num_test = 1_000  # test videos
+    config.dataset.test_seed = 0  # seed of the generated test videos (fixed test set)
+    config.dataset.context_frames = 10  # frames the model sees
+    config.dataset.future_frames = 10  # frames it predicts
+    config.dataset.canvas = 64  # frame side in pixels
+    config.dataset.digit_size = 28  # digit side in pixels (as MNIST)
+    config.dataset.num_digits = 2  # digits per video
+
+    config.model = ml_collections.ConfigDict()
+    config.model.patch_size = 4  # space-to-depth: 64×64×1 frames -> 16×16×16 grids
+    config.model.hidden_channels = (32, 32)  # state channels of each encoder/forecaster layer
+    config.model.kernel_size = 3  # ConvGRU convolution window
+    config.model.head_kernel_size = 1  # window of the states -> logits convolution
+    config.model.forecaster_input = "zeros"  # 'zeros' | 'prediction' (previous frame)
+    config.model.dtype = "float32"  # convolution operand dtype: 'float32' | 'bfloat16'
+
+    config.optimizer = common.optimizer()
+    config.optimizer.learning_rate = 2e-3  # peak
+    config.optimizer.warmup_fraction = 0.03  # linear warmup
+    config.optimizer.end_learning_rate_factor = 0.05  # cosine ends at 5% of the peak
+
+    config.train = common.train()
+    config.train.loss = "bce"  # 'bce' on logits | 'mse' of sigmoid(logits)
+    config.train.batch_size = 16  # videos per step
+    config.train.num_epochs = 1.0  # passes over the training videos
+    config.train.eval_batch_size = 100  # test videos per evaluation batch
+    config.train.log_every_steps = 25  # a console line every ~25 s
+    config.train.eval_every_steps = 0  # evaluate at the end only (an evaluation costs ~20 s)
+    config.train.checkpoint_every_steps = 250  # a checkpoint every few minutes
+
+    config.plots = ml_collections.ConfigDict()
+    config.plots.num_examples = 3  # test videos in plots/predictions.png and .gif
+    return common.apply_variant(config, arg, shrink_for_smoke_test)
+
+
+def shrink_for_smoke_test(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Tiny videos and model: the ``:smoke`` variant (a few seconds; used by the tests)."""
+    config.dataset.num_train = 16  # two epochs of 8
+    config.dataset.num_test = 10  # one padded evaluation batch
+    config.dataset.context_frames = 3  # short videos compile fast
+    config.dataset.future_frames = 2  # predicted frames
+    config.dataset.canvas = 16  # 16×16 frames -> 4×4 grids
+    config.dataset.digit_size = 8  # the digits' native size
+    config.model.hidden_channels = (4, 4)  # two tiny layers (keeps the multi-layer path)
+    config.train.batch_size = 8  # videos per step
+    config.train.num_steps = 4  # enough for two logs and checkpoints
+    config.train.eval_batch_size = 8  # 10 test videos -> a padded second batch
+    config.train.log_every_steps = 2  # logs at steps 2 and 4
+    config.train.eval_every_steps = 2  # one mid-run evaluation
+    config.train.checkpoint_every_steps = 2  # checkpoints at steps 2 and 4
+    config.plots.num_examples = 2  # still draws every plot
+    return config

@@ -1,0 +1,239 @@
+"""Video prediction: given the first frames of a moving-digits video, predict the rest
+(`gru_jax.models.VideoPredictor`, a ConvGRU encoder-forecaster).
+
+Metrics follow the Moving MNIST literature: per-frame errors are **summed over pixels**
+and averaged over test sequences and predicted frames (``mse``, ``mae``, and one
+``mse_frame_<k>`` per predicted frame k = 1..T), with ``ssim`` from dm-pix. Three trivial
+predictors are scored on the same test set: all zeros (``baseline_zeros_mse``), the mean
+training frame (``baseline_mean_mse``) and the last input frame repeated
+(``baseline_copy_last_mse``); ``mse_reduction`` is ``1 - mse / (best baseline)``.
+
+Frames are kept as uint8 (as Moving MNIST is distributed): a generated video is rounded
+to 1/255 steps once, and the test targets are those rounded frames. The training set is a
+fixed pool generated at start-up (``dataset.num_train`` videos, about 1 ms each).
+"""
+
+from __future__ import annotations
+
+import os
+
+import dm_pix as pix
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import logging
+from flax import nnx
+
+from experiments import video_plots
+from experiments.tasks.base import Array, Batch, Task, TaskData
+from gru_jax import data as gru_data
+from gru_jax.models import VideoPredictor
+
+LOSSES = ("bce", "mse")
+TEST_SETS = ("generated", "tfds")
+BASELINES = ("zeros", "mean", "copy_last")
+_CHUNK = 1000  # videos generated per call (bounds the float32 copy in memory)
+
+
+def to_uint8(frames: np.ndarray) -> np.ndarray:
+    """f32 frames in [0, 1] → u8 (rounded to the nearest of 256 levels)."""
+    return np.rint(np.clip(frames, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def to_float(frames: Array) -> Array:
+    """u8 frames → f32 in [0, 1]."""
+    return frames.astype(jnp.float32) / 255.0
+
+
+def frame_errors(prediction: Array, truth: Array) -> dict[str, Array]:
+    """Per-frame errors summed over pixels, and SSIM.
+
+    Args:
+      prediction, truth: f32[batch, T, H, W, C] in [0, 1].
+
+    Returns:
+      ``squared_error``, ``absolute_error`` (sums over H·W·C) and ``ssim``, each
+      f32[batch, T].
+    """
+    difference = prediction - truth
+    images = (-1, *prediction.shape[2:])  # pix.ssim takes [N, H, W, C]
+    ssim = pix.ssim(prediction.reshape(images), truth.reshape(images), max_val=1.0)
+    return {
+        "squared_error": jnp.sum(difference**2, axis=(2, 3, 4)),
+        "absolute_error": jnp.sum(jnp.abs(difference), axis=(2, 3, 4)),
+        "ssim": ssim.reshape(prediction.shape[:2]),
+    }
+
+
+def baseline_squared_errors(context: Array, future: Array, mean_frame: Array) -> dict[str, Array]:
+    """Squared errors (summed over pixels) of the trivial predictors, each f32[batch, T].
+
+    Args:
+      context: f32[batch, T_in, H, W, C], the input frames.
+      future: f32[batch, T, H, W, C], the frames to predict.
+      mean_frame: f32[H, W, C], the mean training frame.
+    """
+    guesses = {"zeros": jnp.zeros_like(future), "mean": mean_frame, "copy_last": context[:, -1:]}
+    return {
+        f"baseline_{name}": jnp.sum((future - guesses[name]) ** 2, axis=(2, 3, 4))
+        for name in BASELINES
+    }
+
+
+def summarize_frames(outputs: dict[str, np.ndarray]) -> dict[str, float]:
+    """Test metrics from per-example arrays (see the module docstring for the names)."""
+    per_frame = outputs["squared_error"].mean(axis=0)
+    metrics = {
+        "mse": float(per_frame.mean()),
+        "mae": float(outputs["absolute_error"].mean()),
+        "ssim": float(outputs["ssim"].mean()),
+        "loss": float(outputs["loss"].mean()),
+    }
+    metrics.update({f"mse_frame_{k + 1}": float(value) for k, value in enumerate(per_frame)})
+    for name in BASELINES:
+        metrics[f"baseline_{name}_mse"] = float(outputs[f"baseline_{name}"].mean())
+    best = min(metrics[f"baseline_{name}_mse"] for name in BASELINES)
+    metrics["mse_reduction"] = 1.0 - metrics["mse"] / best if best > 0 else 0.0
+    return metrics
+
+
+class VideoPredictionTask(Task):
+    """Config fields used: ``dataset.{digit_source, data_dir, split_seed, test_set,
+    num_train, num_test, test_seed, context_frames, future_frames, canvas, digit_size,
+    num_digits}``, ``model.*`` (`VideoPredictor`'s arguments), ``train.loss``,
+    ``plots.num_examples``; ``seed`` also seeds the training videos."""
+
+    main_metric = "mse"
+
+    def __init__(self, config):
+        super().__init__(config)
+        if config.train.loss not in LOSSES:
+            raise ValueError(
+                f"unknown train.loss {config.train.loss!r}: expected one of {', '.join(LOSSES)}"
+            )
+        if config.dataset.test_set not in TEST_SETS:
+            raise ValueError(
+                f"unknown dataset.test_set {config.dataset.test_set!r}: expected one of "
+                f"{', '.join(TEST_SETS)}"
+            )
+        self.mean_frame: np.ndarray | None = None
+
+    def _generate(self, count: int, split: str, seed: int) -> np.ndarray:
+        """u8[count, T, canvas, canvas, 1], built in chunks: chunk k uses the seed drawn
+        from ``SeedSequence([seed, k])``."""
+        cfg = self.config.dataset
+        chunks = []
+        for index, start in enumerate(range(0, count, _CHUNK)):
+            chunk_seed = int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
+            videos = gru_data.make_moving_digits(
+                min(_CHUNK, count - start),
+                seed=chunk_seed,
+                split=split,
+                num_frames=cfg.context_frames + cfg.future_frames,
+                canvas=cfg.canvas,
+                digit_size=cfg.digit_size,
+                num_digits=cfg.num_digits,
+                source=cfg.digit_source,
+                split_seed=cfg.split_seed,
+                data_dir=cfg.data_dir or None,
+            )
+            chunks.append(to_uint8(videos))
+        return np.concatenate(chunks)
+
+    def _test_videos(self) -> np.ndarray:
+        cfg = self.config.dataset
+        if cfg.test_set == "generated":
+            return self._generate(cfg.num_test, "test", cfg.test_seed)
+        videos = gru_data.load_moving_mnist_tfds(data_dir=cfg.data_dir or None)
+        needed = (cfg.context_frames + cfg.future_frames, cfg.canvas, cfg.canvas, 1)
+        if videos.shape[1:] != needed:
+            raise ValueError(
+                f"tfds:moving_mnist videos have shape {videos.shape[1:]}; this config needs "
+                f"{needed} (dataset.context_frames + future_frames, canvas, canvas, 1)"
+            )
+        return to_uint8(videos[: cfg.num_test])
+
+    def load_data(self) -> TaskData:
+        cfg = self.config.dataset
+        train = self._generate(cfg.num_train, "train", self.config.seed)
+        test = self._test_videos()
+        self.mean_frame = train.mean(axis=(0, 1), dtype=np.float64).astype(np.float32) / 255.0
+        logging.info(
+            "moving digits: %d train videos (digits from %r), %d test videos (%s) of shape %s",
+            len(train), cfg.digit_source, len(test), cfg.test_set, test.shape[1:],
+        )  # fmt: skip
+        info = {"mean_frame": self.mean_frame}
+        return TaskData(train={"frames": train}, test={"frames": test}, info=info)
+
+    def build_model(self, data: TaskData, rngs: nnx.Rngs) -> nnx.Module:
+        cfg = self.config.model
+        return VideoPredictor(
+            data.train["frames"].shape[-1],
+            patch_size=cfg.patch_size,
+            hidden_channels=tuple(cfg.hidden_channels),
+            kernel_size=cfg.kernel_size,
+            head_kernel_size=cfg.head_kernel_size,
+            forecaster_input=cfg.forecaster_input,
+            dtype=jnp.dtype(cfg.dtype),
+            rngs=rngs,
+        )
+
+    def _split(self, batch: Batch) -> tuple[Array, Array]:
+        frames = to_float(batch["frames"])
+        steps = self.config.dataset.context_frames
+        return frames[:, :steps], frames[:, steps:]
+
+    def _objective(self, logits: Array, future: Array) -> Array:
+        """Per-example loss f32[batch]: mean BCE on logits, or mean squared error of the
+        predicted intensities ``sigmoid(logits)``."""
+        if self.config.train.loss == "bce":
+            per_pixel = optax.sigmoid_binary_cross_entropy(logits, future)
+        else:
+            per_pixel = (jax.nn.sigmoid(logits) - future) ** 2
+        return per_pixel.mean(axis=(1, 2, 3, 4))
+
+    def loss(self, model: nnx.Module, batch: Batch) -> tuple[Array, dict[str, Array]]:
+        context, future = self._split(batch)
+        logits = model(context, future.shape[1])
+        squared = jnp.sum((jax.nn.sigmoid(logits) - future) ** 2, axis=(2, 3, 4))
+        return self._objective(logits, future).mean(), {"mse": squared.mean()}
+
+    def eval_outputs(self, model: nnx.Module, batch: Batch) -> dict[str, Array]:
+        context, future = self._split(batch)
+        logits = model(context, future.shape[1])
+        outputs = frame_errors(jax.nn.sigmoid(logits), future)
+        outputs.update(baseline_squared_errors(context, future, jnp.asarray(self.mean_frame)))
+        outputs["loss"] = self._objective(logits, future)
+        return outputs
+
+    def summarize(self, outputs: dict[str, np.ndarray]) -> dict[str, float]:
+        return summarize_frames(outputs)
+
+    def plots(
+        self, model: nnx.Module, data: TaskData, outputs: dict[str, np.ndarray], plot_dir: str
+    ) -> list[str]:
+        count = min(self.config.plots.num_examples, len(data.test["frames"]))
+        frames = to_float(jnp.asarray(data.test["frames"][:count]))
+        steps = self.config.dataset.context_frames
+        context, future = np.asarray(frames[:, :steps]), np.asarray(frames[:, steps:])
+
+        @nnx.jit(static_argnums=2)
+        def predict(model, context, num_future):
+            return jax.nn.sigmoid(model(context, num_future))
+
+        prediction = np.asarray(predict(model, context, future.shape[1]))
+        curves = {"model": outputs["squared_error"].mean(axis=0)}
+        for name in BASELINES:
+            curves[f"{name.replace('_', ' ')} baseline"] = outputs[f"baseline_{name}"].mean(0)
+        return [
+            video_plots.frame_grid(
+                context, future, prediction, os.path.join(plot_dir, "predictions.png")
+            ),
+            video_plots.prediction_gif(
+                context, future, prediction, os.path.join(plot_dir, "predictions.gif")
+            ),
+            video_plots.per_frame_curve(
+                curves, os.path.join(plot_dir, "mse_per_frame.png"), "MSE (sum over pixels)"
+            ),
+        ]

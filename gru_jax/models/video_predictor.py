@@ -1,0 +1,165 @@
+"""Video prediction with a ConvGRU encoder-forecaster (Shi et al. 2015, with GRU cells).
+
+Frames are cut into ``patch_size × patch_size`` patches stacked on the channel axis
+(space-to-depth: 64×64×1 → 16×16×16 for patches of 4), so every recurrent convolution
+runs on a small grid with a receptive field ``patch_size`` times larger. Then::
+
+    context frames ─► encoder ConvGRU 1 ─► encoder ConvGRU 2 ─► ...     (over the context)
+                           │ final state        │ final state
+                           ▼                    ▼
+    forecaster input ─► forecaster 1 ─────► forecaster 2 ─► ...         (one step per frame)
+                           └──── states of every layer, concatenated ────► conv ─► logits
+
+Forecaster layer ``l`` starts from encoder layer ``l``'s final state (the per-level skip
+connection) and reads, at each future step, the state of the forecaster layer below; the
+first layer reads either nothing (``forecaster_input='zeros'``: the states carry all
+information) or the previous frame (``'prediction'``: the last context frame at the first
+step, then the model's own previous prediction, ``sigmoid(logits)``, so the forecaster runs
+free at training time as at test time). A ``kernel_size`` convolution over the
+concatenated states of all forecaster layers gives ``patch_size² · channels`` logits per
+grid cell, put back in place by depth-to-space.
+
+The encoder scans with :class:`gru_jax.ConvGRU` (unrolled for short sequences); the
+forecaster steps :class:`gru_jax.ConvGRUCell`'s functions in a Python loop (its input at
+step t depends on its output at t-1), which XLA sees unrolled too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from gru_jax.convgru import ConvGRU, ConvGRUCell, check_frames
+from gru_jax.ops.conv_gru import conv_gru_step, prepare_conv_step_weights, project_frames
+
+Array = jax.Array
+FORECASTER_INPUTS = ("zeros", "prediction")
+
+
+def space_to_depth(frames: Array, patch_size: int) -> Array:
+    """f32[..., H, W, C] → f32[..., H/p, W/p, p·p·C]; channel index (row in patch, column
+    in patch, channel), the inverse of :func:`depth_to_space`."""
+    *lead, height, width, channels = frames.shape
+    p = patch_size
+    x = frames.reshape(*lead, height // p, p, width // p, p, channels)
+    x = jnp.moveaxis(x, -4, -3)  # [..., H/p, W/p, p_row, p_col, C]
+    return x.reshape(*lead, height // p, width // p, p * p * channels)
+
+
+def depth_to_space(grid: Array, patch_size: int) -> Array:
+    """f32[..., h, w, p·p·C] → f32[..., h·p, w·p, C] (inverse of :func:`space_to_depth`)."""
+    *lead, rows, cols, depth = grid.shape
+    p = patch_size
+    x = grid.reshape(*lead, rows, cols, p, p, depth // (p * p))
+    x = jnp.moveaxis(x, -3, -4)  # [..., h, p_row, w, p_col, C]
+    return x.reshape(*lead, rows * p, cols * p, depth // (p * p))
+
+
+class VideoPredictor(nnx.Module):
+    """ConvGRU encoder-forecaster (see the module docstring).
+
+    Call ``model(context, num_future)`` with ``context: f32[batch, T_in, H, W, channels]``
+    in [0, 1] (H and W multiples of ``patch_size``); returns ``logits f32[batch,
+    num_future, H, W, channels]`` (``sigmoid(logits)`` is the predicted intensity).
+
+    Args:
+      channels: image channels (1 for moving digits).
+      patch_size: space-to-depth patch side.
+      hidden_channels: state channels of each encoder (and forecaster) layer.
+      kernel_size: ConvGRU input and state convolution window.
+      head_kernel_size: window of the convolution from the forecaster states to logits.
+      forecaster_input: ``'zeros'`` or ``'prediction'`` (see the module docstring).
+      dtype: convolution operand dtype (None: float32); states stay float32.
+      rngs: ``nnx.Rngs`` with a ``params`` stream.
+    """
+
+    def __init__(
+        self,
+        channels: int = 1,
+        *,
+        patch_size: int = 4,
+        hidden_channels: tuple[int, ...] = (64, 64),
+        kernel_size: int = 3,
+        head_kernel_size: int = 1,
+        forecaster_input: str = "zeros",
+        dtype: Any = None,
+        rngs: nnx.Rngs,
+    ):
+        if forecaster_input not in FORECASTER_INPUTS:
+            raise ValueError(
+                f"unknown forecaster_input {forecaster_input!r}: expected one of "
+                f"{', '.join(FORECASTER_INPUTS)}"
+            )
+        if patch_size < 1 or not hidden_channels:
+            raise ValueError(
+                f"need patch_size >= 1 and at least one layer; got {patch_size}, {hidden_channels}"
+            )
+        self.channels = channels
+        self.patch_size = patch_size
+        self.forecaster_input = forecaster_input
+        patch_features = patch_size * patch_size * channels
+        inputs = (patch_features, *hidden_channels[:-1])
+        self.encoder = nnx.List(
+            [
+                ConvGRU(i, h, kernel_size, dtype=dtype, rngs=rngs)
+                for i, h in zip(inputs, hidden_channels)
+            ]
+        )
+        self.forecaster = nnx.List(
+            [
+                ConvGRUCell(i, h, kernel_size, dtype=dtype, rngs=rngs)
+                for i, h in zip(inputs, hidden_channels)
+            ]
+        )
+        self.head = nnx.Conv(
+            sum(hidden_channels),
+            patch_features,
+            (head_kernel_size, head_kernel_size),
+            padding="SAME",
+            dtype=dtype,
+            rngs=rngs,
+        )
+
+    def encode(self, context: Array) -> list[Array]:
+        """Final encoder states, one f32[batch, h, w, hidden_l] per layer."""
+        x = space_to_depth(context, self.patch_size)
+        states = []
+        for layer in self.encoder:
+            carry, x = layer(x, return_carry=True)
+            states.append(carry)
+        return states
+
+    def __call__(self, context: Array, num_future: int) -> Array:
+        check_frames(context, self.channels, time_major=False, name="context")
+        height, width = context.shape[2:4]
+        if height % self.patch_size or width % self.patch_size:
+            raise ValueError(
+                f"frame size {height}x{width} is not a multiple of patch_size={self.patch_size}"
+            )
+        states = self.encode(context)
+        cells = list(self.forecaster)
+        weights = [prepare_conv_step_weights(c.weights(), c.compute_dtype) for c in cells]
+        previous = space_to_depth(context[:, -1], self.patch_size)
+        if self.forecaster_input == "zeros":
+            previous = jnp.zeros_like(previous)
+        logits = []
+        for _ in range(num_future):
+            x = previous
+            for index, (cell, sw) in enumerate(zip(cells, weights)):
+                if index == 0 and self.forecaster_input == "zeros":
+                    # W * 0 + b = b: skip the input convolution of an all-zero input.
+                    shape = (*x.shape[:-1], cell.hidden_channels)
+                    x_pre = tuple(jnp.broadcast_to(b, shape) for b in sw.input_biases)
+                else:
+                    x_pre = project_frames(x, sw)
+                x, _, _ = conv_gru_step(states[index], x_pre, sw, cell.reset_after)
+                states[index] = x
+            step_logits = self.head(jnp.concatenate(states, axis=-1))
+            logits.append(step_logits)
+            if self.forecaster_input == "prediction":
+                previous = jax.nn.sigmoid(step_logits)
+        grid = jnp.stack(logits, axis=1).astype(jnp.float32)
+        return depth_to_space(grid, self.patch_size)
