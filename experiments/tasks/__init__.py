@@ -18,6 +18,7 @@ TASKS: dict[str, str] = {
     ),
     "video_prediction": "experiments.tasks.video_prediction:VideoPredictionTask",
     "video_classification": "experiments.tasks.video_classification:VideoClassificationTask",
+    "digit_strings": "experiments.tasks.digit_strings:DigitStringsTask",
 }
 
 
