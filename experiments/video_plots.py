@@ -58,7 +58,7 @@ def prediction_gif(
     The first ``T_in`` frames show the input on both sides; from then on the right side is
     the prediction (marked by a white bar above it). Arrays as in `frame_grid`.
     """
-    count, steps_in = context.shape[:2]
+    steps_in = context.shape[1]
     truth_video = np.concatenate([context, truth], axis=1)  # [n, T, H, W, 1]
     model_video = np.concatenate([context, prediction], axis=1)
     left, right = _to_uint8(truth_video, scale), _to_uint8(model_video, scale)
@@ -71,7 +71,6 @@ def prediction_gif(
     frames = np.concatenate(list(rows), axis=1)  # examples stacked vertically: [T, n*h, w]
     os.makedirs(os.path.dirname(path), exist_ok=True)
     iio.imwrite(path, frames, duration=int(frame_seconds * 1000), loop=0)
-    del count
     return path
 
 
@@ -89,4 +88,28 @@ def per_frame_curve(curves: dict[str, np.ndarray], path: str, ylabel: str) -> st
     axis.set(xlabel="predicted frame", ylabel=ylabel, title=f"{ylabel} per predicted frame")
     axis.set_ylim(bottom=0)
     axis.legend()
+    return plots._save(figure, path)
+
+
+def classified_videos(
+    videos: np.ndarray, true_names: list[str], predicted_names: list[str], path: str
+) -> str:
+    """One row per video (frames left to right), titled with the true and predicted class.
+
+    Args:
+      videos: f32[n, T, H, W, C] in [0, 1] (C = 1 or 3).
+      true_names, predicted_names: n class names each.
+    """
+    count, steps = videos.shape[:2]
+    figure, axes = plt.subplots(count, steps, figsize=(1.1 * steps, 1.3 * count), squeeze=False)
+    for row in range(count):
+        for column in range(steps):
+            frame = videos[row, column]
+            axes[row, column].imshow(
+                frame[..., 0] if frame.shape[-1] == 1 else frame, cmap="gray", vmin=0, vmax=1
+            )
+            axes[row, column].axis("off")
+        axes[row, 0].set_title(
+            f"true {true_names[row]} / predicted {predicted_names[row]}", fontsize=8, loc="left"
+        )
     return plots._save(figure, path)
