@@ -1,0 +1,167 @@
+"""Video prediction: the model's shapes and layout, the metrics against hand-computed
+values, and both configs end to end (smoke variants; TFDS moving_mnist through a mocked
+loader, and its one-line error without tensorflow)."""
+
+import importlib.util
+import json
+import os
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+from flax import nnx
+
+from configs import moving_digits, moving_mnist_tfds
+from experiments.tasks import video_prediction
+from experiments.tasks.video_prediction import (
+    baseline_squared_errors,
+    frame_errors,
+    summarize_frames,
+)
+from experiments.trainer import train_and_evaluate
+from gru_jax.models import VideoPredictor
+from gru_jax.models.video_predictor import depth_to_space, space_to_depth
+
+HAS_TENSORFLOW = importlib.util.find_spec("tensorflow") is not None
+REQUIRED = {
+    "mse", "mae", "ssim", "loss", "mse_reduction",
+    "baseline_zeros_mse", "baseline_mean_mse", "baseline_copy_last_mse",
+}  # fmt: skip
+
+
+def test_space_to_depth_layout_and_inverse():
+    frames = jnp.arange(2 * 4 * 4 * 1, dtype=jnp.float32).reshape(2, 4, 4, 1)
+    grid = space_to_depth(frames, 2)
+    assert grid.shape == (2, 2, 2, 4)
+    # Cell (0, 1) of image 0 holds the 2x2 patch at rows 0-1, columns 2-3, row-major.
+    np.testing.assert_array_equal(grid[0, 0, 1], [2, 3, 6, 7])
+    np.testing.assert_array_equal(depth_to_space(grid, 2), frames)
+
+
+@pytest.mark.parametrize("forecaster_input", ["zeros", "prediction"])
+def test_video_predictor_shapes(forecaster_input):
+    model = VideoPredictor(
+        1, patch_size=4, hidden_channels=(4, 6), forecaster_input=forecaster_input,
+        rngs=nnx.Rngs(0),
+    )  # fmt: skip
+    logits = model(jnp.zeros((2, 3, 16, 12, 1)), 5)
+    assert logits.shape == (2, 5, 16, 12, 1) and logits.dtype == jnp.float32
+    assert bool(jnp.isfinite(logits).all())
+
+
+def test_video_predictor_rejects_bad_inputs():
+    model = VideoPredictor(1, patch_size=4, hidden_channels=(4,), rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="multiple of patch_size=4"):
+        model(jnp.zeros((1, 2, 10, 8, 1)), 1)
+    with pytest.raises(ValueError, match="context must be rank 5"):
+        model(jnp.zeros((2, 16, 16, 1)), 1)
+    with pytest.raises(ValueError, match="unknown forecaster_input 'ones'"):
+        VideoPredictor(1, forecaster_input="ones", rngs=nnx.Rngs(0))
+
+
+def test_frame_errors_sum_over_pixels():
+    truth = np.zeros((1, 2, 2, 2, 1), np.float32)
+    truth[0, 0, 0, 0, 0] = 1.0  # frame 1: one white pixel
+    truth[0, 1] = 0.5  # frame 2: all four pixels grey
+    prediction = np.zeros_like(truth)
+    prediction[0, 1, 0, 0, 0] = 0.5  # frame 2: one pixel right
+    errors = frame_errors(jnp.asarray(prediction), jnp.asarray(truth))
+    np.testing.assert_allclose(errors["squared_error"], [[1.0, 3 * 0.25]])
+    np.testing.assert_allclose(errors["absolute_error"], [[1.0, 3 * 0.5]])
+    same = frame_errors(jnp.full((2, 3, 16, 16, 1), 0.3), jnp.full((2, 3, 16, 16, 1), 0.3))
+    np.testing.assert_allclose(same["ssim"], np.ones((2, 3)), atol=1e-5)
+
+
+def test_baselines_by_hand():
+    rng = np.random.default_rng(0)
+    context = rng.uniform(size=(2, 3, 4, 4, 1)).astype(np.float32)
+    future = rng.uniform(size=(2, 2, 4, 4, 1)).astype(np.float32)
+    mean_frame = np.full((4, 4, 1), 0.25, np.float32)
+    errors = baseline_squared_errors(*map(jnp.asarray, (context, future, mean_frame)))
+    for b, t in np.ndindex(2, 2):
+        last = context[b, 2]
+        expected = sum(
+            (future[b, t, i, j, 0] - last[i, j, 0]) ** 2 for i in range(4) for j in range(4)
+        )
+        np.testing.assert_allclose(errors["baseline_copy_last"][b, t], expected, rtol=1e-5)
+        np.testing.assert_allclose(
+            errors["baseline_mean"][b, t], ((future[b, t] - 0.25) ** 2).sum(), rtol=1e-5
+        )
+        np.testing.assert_allclose(
+            errors["baseline_zeros"][b, t], (future[b, t] ** 2).sum(), rtol=1e-5
+        )
+
+
+def test_summary_means_over_sequences_and_frames():
+    outputs = {
+        "squared_error": np.array([[1.0, 3.0], [3.0, 5.0]]),  # frame means 2 and 4
+        "absolute_error": np.array([[1.0, 1.0], [2.0, 2.0]]),
+        "ssim": np.array([[0.5, 0.5], [1.0, 1.0]]),
+        "loss": np.array([0.2, 0.4]),
+        "baseline_zeros": np.full((2, 2), 10.0),
+        "baseline_mean": np.full((2, 2), 6.0),
+        "baseline_copy_last": np.full((2, 2), 12.0),
+    }
+    metrics = summarize_frames(outputs)
+    assert metrics["mse"] == 3.0 and metrics["mae"] == 1.5 and metrics["ssim"] == 0.75
+    assert (metrics["mse_frame_1"], metrics["mse_frame_2"]) == (2.0, 4.0)
+    assert metrics["baseline_mean_mse"] == 6.0
+    assert metrics["mse_reduction"] == pytest.approx(0.5)  # 1 - 3 / min(10, 6, 12)
+
+
+def _check_run(results, workdir, future_frames):
+    test = results["test"]
+    missing = REQUIRED | {f"mse_frame_{k}" for k in range(1, future_frames + 1)}
+    assert missing <= set(test), sorted(missing - set(test))
+    assert all(np.isfinite(value) for value in test.values())
+    with open(os.path.join(workdir, "results.json")) as file:
+        assert json.load(file)["test"] == test
+    for name in ("predictions.png", "predictions.gif", "mse_per_frame.png"):
+        assert os.path.getsize(os.path.join(workdir, "plots", name)) > 0
+    assert os.listdir(os.path.join(workdir, "tensorboard"))
+
+
+def test_moving_digits_smoke_run(tmp_path):
+    config = moving_digits.get_config("smoke")
+    results = train_and_evaluate(config, str(tmp_path))
+    _check_run(results, str(tmp_path), config.dataset.future_frames)
+    assert results["train_steps"] == 4
+    test = results["test"]
+    # The zeros baseline is the mean energy of the target frames: positive and finite.
+    assert 0 < test["baseline_zeros_mse"] and test["baseline_mean_mse"] < test["baseline_zeros_mse"]
+
+
+def test_full_configs_share_fields_with_smoke():
+    for module in (moving_digits, moving_mnist_tfds):
+        full, smoke = module.get_config(), module.get_config("smoke")
+        assert set(full.to_dict()) == set(smoke.to_dict())
+        assert full.train.num_steps == -1 and full.train.num_epochs > 0
+    assert moving_mnist_tfds.get_config().dataset.test_set == "tfds"
+
+
+def test_moving_mnist_tfds_config_with_mocked_data(tmp_path, monkeypatch):
+    config = moving_mnist_tfds.get_config("smoke")
+    cfg = config.dataset
+    shape = (cfg.context_frames + cfg.future_frames, cfg.canvas, cfg.canvas, 1)
+    fake = np.random.default_rng(0).uniform(size=(12, *shape)).astype(np.float32)
+    calls = []
+
+    def load_moving_mnist_tfds(data_dir=None, split="test"):
+        calls.append(split)
+        return fake
+
+    monkeypatch.setattr(video_prediction.gru_data, "load_moving_mnist_tfds", load_moving_mnist_tfds)
+    with tfds.testing.mock_data(num_examples=20):  # MNIST digits for the training videos
+        results = train_and_evaluate(config, str(tmp_path))
+    assert calls == ["test"]
+    _check_run(results, str(tmp_path), cfg.future_frames)
+
+
+@pytest.mark.skipif(HAS_TENSORFLOW, reason="with tensorflow the builder can be constructed")
+def test_moving_mnist_tfds_without_tensorflow_is_a_one_line_error(tmp_path):
+    config = moving_mnist_tfds.get_config("smoke")
+    config.dataset.digit_source = "digits"  # reach the test set without MNIST prepared
+    with pytest.raises(ValueError, match="moving_mnist.*tensorflow") as error:
+        train_and_evaluate(config, str(tmp_path))
+    assert "\n" not in str(error.value)
