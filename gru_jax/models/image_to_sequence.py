@@ -234,7 +234,7 @@ class ImageToSequence(nnx.Module):
             state, readout, weights = self._step(memory, state, embedded_t)
             return state, (readout, weights)
 
-        # Short target sequences: unrolled, the weight gradients need no per-step loop.
+        # Target sequences are short (max_len + 1 tokens): unroll them.
         _, (readout, weights) = jax.lax.scan(body, state, embedded, unroll=True)
         return jnp.swapaxes(readout, 0, 1), jnp.swapaxes(weights, 0, 1)
 
