@@ -3,6 +3,12 @@
 Orbax writes each checkpoint to a temporary directory and renames it when complete, so a
 run killed mid-save (even by SIGKILL) leaves the previous checkpoints intact, and the
 partial one is ignored on restart.
+
+Checkpoints hold global arrays, not a device layout: ``restore`` reads them into the
+shardings of the *current* mesh, so a run saved on 4 devices resumes on 1 (or on 8, or on
+several processes) unchanged. With several processes every process calls ``save`` and
+``restore`` (orbax coordinates them; each writes the shards it owns), and the checkpoint
+directory must be on a file system that all hosts share.
 """
 
 from __future__ import annotations
@@ -15,6 +21,10 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from experiments.steps import CHECKPOINTED
+
+
+def _copy(leaf: Any) -> Any:
+    return leaf.copy() if isinstance(leaf, jax.Array) else np.array(leaf, copy=True)
 
 
 class Checkpointer:
@@ -40,19 +50,32 @@ class Checkpointer:
 
     def save(self, state: dict[str, Any]) -> int:
         """Saves the checkpointed part of ``state`` (asynchronously); returns its step."""
-        # Host copies: the train step donates its input buffers, so the next step may
-        # reuse the device memory while orbax is still writing in the background.
-        host = jax.tree.map(lambda x: np.array(x, copy=True), {k: state[k] for k in CHECKPOINTED})
-        step = int(host["step"])
-        self.manager.save(step, args=ocp.args.StandardSave(host))
+        # Copies on the same devices and shardings: the train step donates its input
+        # buffers, so the next step may reuse them while orbax is still writing in the
+        # background. (Device copies, not host ones: orbax then writes each process's own
+        # shards, which is what makes multi-process saving work.)
+        copies = jax.tree.map(_copy, {k: state[k] for k in CHECKPOINTED})
+        step = int(jax.device_get(copies["step"]))
+        self.manager.save(step, args=ocp.args.StandardSave(copies))
         return step
 
-    def restore(self, step: int, target: dict[str, Any]) -> dict[str, Any]:
+    def restore(
+        self, step: int, target: dict[str, Any], shardings: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         """Restores checkpoint ``step`` into the structure, shapes and dtypes of
-        ``target`` (a train state built from the current config)."""
-        abstract = jax.tree.map(
-            ocp.utils.to_shape_dtype_struct, {k: target[k] for k in CHECKPOINTED}
-        )
+        ``target`` (a train state built from the current config), placed with
+        ``shardings`` (a matching pytree of shardings; default: where ``target`` lives)."""
+        part = {k: target[k] for k in CHECKPOINTED}
+        if shardings is None:
+            abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, part)
+        else:
+            abstract = jax.tree.map(
+                lambda leaf, sharding: jax.ShapeDtypeStruct(
+                    np.shape(leaf), leaf.dtype, sharding=sharding
+                ),
+                part,
+                {k: shardings[k] for k in CHECKPOINTED},
+            )
         try:
             restored = self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
         except (ValueError, KeyError, TypeError) as error:

@@ -1,6 +1,6 @@
 """Where metrics go: TensorBoard events (tensorboardX), a progress bar or periodic line,
 and an in-memory history that is saved next to the checkpoints (for the learning curve of
-a resumed run)."""
+a resumed run). With several processes only process 0 writes (``enabled``)."""
 
 from __future__ import annotations
 
@@ -44,14 +44,19 @@ class Reporter:
       workdir: run directory; events go to ``<workdir>/tensorboard``.
       total_steps: steps of the whole run.
       start_step: the step this process starts at (> 0 when resuming).
+      enabled: False on every process but the first of a multi-process run: it keeps the
+        history in memory and writes nothing (no events, files, bar or log lines).
     """
 
-    def __init__(self, workdir: str, total_steps: int, start_step: int):
+    def __init__(self, workdir: str, total_steps: int, start_step: int, enabled: bool = True):
         self.workdir = workdir
         self.total_steps = total_steps
+        self.enabled = enabled
         # purge_step drops events a killed run wrote after its last checkpoint.
-        self.writer = SummaryWriter(
-            os.path.join(workdir, "tensorboard"), purge_step=start_step or None
+        self.writer = (
+            SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=start_step or None)
+            if enabled
+            else None
         )
         self.history = self._load_history(start_step)
         self.bar = tqdm(
@@ -59,7 +64,7 @@ class Reporter:
             initial=start_step,
             unit="step",
             dynamic_ncols=True,
-            disable=not sys.stderr.isatty(),
+            disable=not (enabled and sys.stderr.isatty()),
         )
         self._last_time = time.perf_counter()
         self._last_step = start_step
@@ -73,6 +78,8 @@ class Reporter:
 
     def save_history(self) -> None:
         """Writes the history (called together with each checkpoint save)."""
+        if not self.enabled:
+            return
         path = os.path.join(self.workdir, HISTORY_FILE)
         with open(path + ".tmp", "w") as file:
             json.dump(self.history, file)
@@ -83,10 +90,12 @@ class Reporter:
         now = time.perf_counter()
         rate = (step - self._last_step) / max(now - self._last_time, 1e-9)
         self._last_time, self._last_step = now, step
+        self.history.append({"step": step, "split": "train", **metrics})
+        if not self.enabled:
+            return
         for key, value in metrics.items():
             self.writer.add_scalar(f"train/{key}", value, step)
         self.writer.add_scalar("train/steps_per_second", rate, step)
-        self.history.append({"step": step, "split": "train", **metrics})
         self.bar.update(step - self.bar.n)
         self.bar.set_postfix(loss=f"{metrics['loss']:.4f}", refresh=False)
         if self.bar.disable:
@@ -102,9 +111,11 @@ class Reporter:
 
     def log_eval(self, step: int, metrics: dict[str, float]) -> None:
         """Records test-set metrics at ``step``."""
+        self.history.append({"step": step, "split": "eval", **metrics})
+        if not self.enabled:
+            return
         for key, value in metrics.items():
             self.writer.add_scalar(f"eval/{key}", value, step)
-        self.history.append({"step": step, "split": "eval", **metrics})
         message = f"eval at step {step}: {_format(metrics)}"
         if self.bar.disable:
             logging.info(message)
@@ -113,4 +124,5 @@ class Reporter:
 
     def close(self) -> None:
         self.bar.close()
-        self.writer.close()
+        if self.writer is not None:
+            self.writer.close()

@@ -21,6 +21,7 @@ checkpoint) and stops the run.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -32,6 +33,23 @@ from flax import nnx
 from experiments.tasks.base import Task
 
 TrainState = dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class StepShardings:
+    """Shardings of the jitted steps' inputs and outputs.
+
+    Attributes:
+      state: a pytree of shardings matching the train state.
+      batch: the sharding of every batch array (leading axis split over devices).
+      replicated: the sharding of the metrics and eval outputs.
+    """
+
+    state: Any
+    batch: Any
+    replicated: Any
+
+
 CHECKPOINTED = ("step", "params", "opt_state", "model_state")
 # Everything but parameters and RNG streams; RNG streams are reseeded every step instead.
 MODEL_STATE = nnx.Not(nnx.Any(nnx.Param, nnx.RngState))
@@ -63,12 +81,15 @@ def make_train_step(
     schedule: optax.Schedule,
     dropout_key: jax.Array,
     debug_nan_step: int = -1,
+    shardings: StepShardings | None = None,
 ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
     """A jitted ``train_step(state, batch) -> (state, metrics)`` that donates ``state``.
 
     ``graphdef`` must come from the model in train mode. The dropout stream is reseeded
     with ``fold_in(dropout_key, step)``, so a resumed run draws the same masks.
     ``debug_nan_step >= 0`` multiplies that step's loss by NaN (tests the guard).
+    ``shardings``: where the state and batch live (data parallelism); the state keeps its
+    layout, the metrics come back replicated. None: no sharding annotations.
     """
 
     def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
@@ -110,17 +131,35 @@ def make_train_step(
         }
         return new_state, metrics
 
-    return jax.jit(train_step, donate_argnums=0)
+    if shardings is None:
+        return jax.jit(train_step, donate_argnums=0)
+    return jax.jit(
+        train_step,
+        donate_argnums=0,
+        in_shardings=(shardings.state, shardings.batch),
+        out_shardings=(shardings.state, shardings.replicated),
+    )
 
 
 def make_eval_step(
-    task: Task, graphdef: nnx.GraphDef, rng_state: nnx.State
+    task: Task,
+    graphdef: nnx.GraphDef,
+    rng_state: nnx.State,
+    shardings: StepShardings | None = None,
 ) -> Callable[[nnx.State, nnx.State, dict], dict]:
     """A jitted ``eval_step(params, model_state, batch) -> per-example outputs``.
-    ``graphdef`` must come from the model in eval mode."""
+    ``graphdef`` must come from the model in eval mode. With ``shardings`` the outputs
+    come back replicated (every process can read all of them)."""
 
     def eval_step(params: nnx.State, model_state: nnx.State, batch: dict) -> dict:
         model = nnx.merge(graphdef, params, rng_state, model_state, copy=True)
         return task.eval_outputs(model, batch)
 
-    return jax.jit(eval_step)
+    if shardings is None:
+        return jax.jit(eval_step)
+    state = shardings.state
+    return jax.jit(
+        eval_step,
+        in_shardings=(state["params"], state["model_state"], shardings.batch),
+        out_shardings=shardings.replicated,
+    )

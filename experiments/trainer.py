@@ -8,6 +8,14 @@ set; write ``results.json`` and the plots.
 Determinism: the batch of step k is a pure function of (seed, k) (`gru_data.train_batches`)
 and dropout at step k uses ``fold_in(key, k)``, so a run killed and resumed from a
 checkpoint ends with the same parameters as an uninterrupted run.
+
+Devices: the run is data-parallel over every device of every process
+(`experiments.sharding`): the batch is split over a ``data`` mesh axis, the state is
+replicated (or sharded by ``config.sharding.params``), and one jitted step does the rest.
+On one device this is the plain single-device program. With several processes
+(`experiments.distributed`) each process feeds its own rows of every batch, all of them
+save and restore checkpoints together, and only process 0 writes the config, TensorBoard
+events, history, plots and ``results.json``.
 """
 
 from __future__ import annotations
@@ -28,8 +36,8 @@ from experiments import plots, steps
 from experiments.checkpoints import Checkpointer
 from experiments.reporting import Reporter
 from experiments.setup import RunSetup, build_run
+from experiments.sharding import DataParallel, local_eval_batches, local_train_batches, params_rule
 from experiments.tasks import Task
-from gru_jax import data as gru_data
 
 TIMING_STEPS = 10  # steady-state steps timed after the first (compiling) call
 
@@ -38,22 +46,34 @@ class NonFiniteLossError(FloatingPointError):
     """The loss or the gradients became NaN/inf; the run stopped before saving."""
 
 
-def place_batch(batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
-    """Moves a host batch to the device(s). The one place that decides batch placement: data
-    parallelism over a ``jax.sharding.Mesh`` would put the batch here with a
-    ``NamedSharding(mesh, PartitionSpec('data'))`` on the leading axis."""
-    return jax.device_put(batch)
+def place_batch(
+    batch: dict[str, np.ndarray], parallel: DataParallel | None = None, global_size: int = 0
+) -> dict[str, jax.Array]:
+    """Moves this process's rows of a batch to the device(s): the one place that decides
+    batch placement. With ``parallel`` the leading axis is split over the mesh's ``data``
+    axis (``global_size`` rows in all, over every process); without it, the default device.
+    """
+    if parallel is None:
+        return jax.device_put(batch)
+    return parallel.place(batch, global_size)
 
 
 def evaluate(
-    task: Task, eval_step: Callable, state: steps.TrainState, test: dict, batch_size: int
+    task: Task,
+    eval_step: Callable,
+    state: steps.TrainState,
+    test: dict,
+    batch_size: int,
+    parallel: DataParallel | None = None,
 ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """``(metrics, per-example outputs)`` over the whole test set, in fixed-shape batches;
-    the padding rows of the last batch are dropped here, before ``task.summarize``."""
+    the padding rows of the last batch are dropped here, before ``task.summarize``.
+    ``eval_step`` must return replicated outputs when ``parallel`` spans processes."""
+    rows = parallel.local_rows(batch_size) if parallel is not None else slice(0, batch_size)
     collected: dict[str, list[np.ndarray]] = {}
-    for batch in gru_data.eval_batches(test, batch_size):
-        mask = batch.pop("mask")
-        outputs = eval_step(state["params"], state["model_state"], place_batch(batch))
+    for batch, mask in local_eval_batches(test, batch_size, rows):
+        placed = place_batch(batch, parallel, batch_size)
+        outputs = eval_step(state["params"], state["model_state"], placed)
         for key, value in jax.device_get(outputs).items():
             collected.setdefault(key, []).append(np.asarray(value)[mask])
     outputs = {key: np.concatenate(parts) for key, parts in collected.items()}
@@ -77,16 +97,20 @@ def _check_finite(state: steps.TrainState, checkpointer: Checkpointer) -> None:
         )
 
 
-def _train(config, run: RunSetup, state, checkpointer, reporter, timing):
+def _train(config, run: RunSetup, state, parallel, shardings, checkpointer, reporter, timing):
     """Steps from ``state['step']`` to the end; returns ``(final state, eval_step)``."""
     cfg = config.train
     start_step, total_steps = int(state["step"]), run.total_steps
+    eval_batch_size = parallel.round_up(cfg.eval_batch_size)
     train_step = steps.make_train_step(
         run.task, run.graphdef, run.rng_state, run.tx, run.schedule,
-        jax.random.fold_in(run.root_key, 2), cfg.debug_nan_step,
+        jax.random.fold_in(run.root_key, 2), cfg.debug_nan_step, shardings,
     )  # fmt: skip
-    eval_step = steps.make_eval_step(run.task, run.eval_graphdef, run.rng_state)
-    stream = gru_data.train_batches(run.data.train, cfg.batch_size, config.seed, start_step)
+    eval_step = steps.make_eval_step(run.task, run.eval_graphdef, run.rng_state, shardings)
+    stream = local_train_batches(
+        run.data.train, cfg.batch_size, config.seed, start_step,
+        parallel.local_rows(cfg.batch_size),
+    )  # fmt: skip
     pending: list[dict] = []
     # Compile time = first call - a steady step, timed over the next few calls.
     timed_until = min(start_step + TIMING_STEPS, total_steps - 1)
@@ -94,7 +118,7 @@ def _train(config, run: RunSetup, state, checkpointer, reporter, timing):
     for step in range(start_step, total_steps):
         if step == start_step + 1:
             steady_start = time.perf_counter()
-        state, metrics = train_step(state, place_batch(next(stream)))
+        state, metrics = train_step(state, place_batch(next(stream), parallel, cfg.batch_size))
         pending.append(metrics)
         done = step + 1
         if step == start_step:
@@ -110,7 +134,7 @@ def _train(config, run: RunSetup, state, checkpointer, reporter, timing):
             pending = []
         if cfg.eval_every_steps > 0 and done % cfg.eval_every_steps == 0 and done < total_steps:
             eval_metrics, _ = evaluate(
-                run.task, eval_step, state, run.data.test, cfg.eval_batch_size
+                run.task, eval_step, state, run.data.test, eval_batch_size, parallel
             )
             reporter.log_eval(done, eval_metrics)
         if done % cfg.checkpoint_every_steps == 0 or done == total_steps:
@@ -122,37 +146,66 @@ def _train(config, run: RunSetup, state, checkpointer, reporter, timing):
     return state, eval_step
 
 
+def _prepare(config, run: RunSetup, checkpointer: Checkpointer):
+    """``(parallel, step shardings, train state)``: the mesh of every device, and the state
+    restored from the newest checkpoint (onto this mesh, whatever mesh saved it) or placed
+    fresh."""
+    parallel = DataParallel.create(rule=params_rule(config))
+    parallel.check_batch_size(config.train.batch_size)
+    state_shardings = parallel.state_shardings(run.state)
+    shardings = steps.StepShardings(state_shardings, parallel.batch, parallel.replicated)
+    latest = checkpointer.latest_step()
+    if latest is None:
+        return parallel, shardings, parallel.put(run.state, state_shardings)
+    state = checkpointer.restore(latest, run.state, state_shardings)
+    logging.info("resumed from the checkpoint at step %d in %s", latest, checkpointer.directory)
+    return parallel, shardings, state
+
+
+def _write_json(path: str, content: Any) -> None:
+    with open(path + ".tmp", "w") as file:
+        json.dump(content, file, indent=2, sort_keys=True)
+    os.replace(path + ".tmp", path)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """Trains and evaluates ``config.task`` in ``workdir``; returns the results dict that
-    is also written to ``<workdir>/results.json``.
+    is also written to ``<workdir>/results.json`` (by process 0).
 
     Raises:
       ValueError: a bad config value or dataset (one-line message).
       NonFiniteLossError: the loss became NaN/inf; checkpoints before that step are kept.
     """
     wall_start = time.perf_counter()
+    primary = jax.process_index() == 0
     os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.json"), "w") as file:
-        file.write(config.to_json_best_effort(indent=2, sort_keys=True))
+    if primary:
+        with open(os.path.join(workdir, "config.json"), "w") as file:
+            file.write(config.to_json_best_effort(indent=2, sort_keys=True))
     run = build_run(config)
-    logging.info(
-        "model %s: %d parameters; %d steps (%d per epoch)",
-        type(run.model).__name__, run.num_params, run.total_steps, run.steps_per_epoch,
-    )  # fmt: skip
     checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), config.train.keep_checkpoints)
-    state = run.state
-    latest = checkpointer.latest_step()
-    if latest is not None:
-        state = checkpointer.restore(latest, state)
-        logging.info("resumed from the checkpoint at step %d in %s", latest, checkpointer.directory)
+    try:
+        parallel, shardings, state = _prepare(config, run, checkpointer)
+    except BaseException:
+        checkpointer.close()
+        raise
+    logging.info(
+        "model %s: %d parameters; %d steps (%d per epoch); data-parallel over %d device(s) "
+        "in %d process(es), state %s",
+        type(run.model).__name__, run.num_params, run.total_steps, run.steps_per_epoch,
+        parallel.size, jax.process_count(), parallel.rule,
+    )  # fmt: skip
     start_step = int(state["step"])
-    reporter = Reporter(workdir, run.total_steps, start_step)
+    reporter = Reporter(workdir, run.total_steps, start_step, enabled=primary)
     timing: dict[str, float] = {}
     try:
-        state, eval_step = _train(config, run, state, checkpointer, reporter, timing)
-        test_metrics, outputs = evaluate(
-            run.task, eval_step, state, run.data.test, config.train.eval_batch_size
+        state, eval_step = _train(
+            config, run, state, parallel, shardings, checkpointer, reporter, timing
         )
+        test_metrics, outputs = evaluate(
+            run.task, eval_step, state, run.data.test,
+            parallel.round_up(config.train.eval_batch_size), parallel,
+        )  # fmt: skip
         reporter.log_eval(run.total_steps, test_metrics)
         reporter.save_history()
     finally:
@@ -160,12 +213,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         checkpointer.close()
         reporter.close()
 
-    plot_dir = os.path.join(workdir, "plots")
-    model = nnx.merge(run.eval_graphdef, state["params"], run.rng_state, state["model_state"])
-    plot_paths = [
-        plots.learning_curve(reporter.history, os.path.join(plot_dir, "learning_curve.png"))
-    ]
-    plot_paths += run.task.plots(model, run.data, outputs, plot_dir)
+    # Every process joins the gather (arrays may be sharded across processes); only process 0
+    # draws, on one local device.
+    final = parallel.to_host({"params": state["params"], "model_state": state["model_state"]})
+    plot_paths: list[str] = []
+    if primary:
+        final = jax.device_put(final, jax.local_devices()[0])
+        model = nnx.merge(run.eval_graphdef, final["params"], run.rng_state, final["model_state"])
+        plot_dir = os.path.join(workdir, "plots")
+        plot_paths = [
+            plots.learning_curve(reporter.history, os.path.join(plot_dir, "learning_curve.png"))
+        ]
+        plot_paths += run.task.plots(model, run.data, outputs, plot_dir)
     compile_time = None
     if "steady_step_s" in timing:
         compile_time = max(0.0, timing["first_call_s"] - timing["steady_step_s"])
@@ -175,15 +234,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         "steps_per_epoch": run.steps_per_epoch,
         "resumed_from_step": start_step or None,
         "num_params": run.num_params,
+        "num_devices": parallel.size,
+        "num_processes": jax.process_count(),
         "wall_time_s": time.perf_counter() - wall_start,
         "train_time_s": timing["train_time_s"],
         "compile_time_s": compile_time,
         "steady_step_time_s": timing.get("steady_step_s"),
         "plots": [os.path.relpath(path, workdir) for path in plot_paths],
     }
-    path = os.path.join(workdir, "results.json")
-    with open(path + ".tmp", "w") as file:
-        json.dump(results, file, indent=2, sort_keys=True)
-    os.replace(path + ".tmp", path)
+    if primary:
+        _write_json(os.path.join(workdir, "results.json"), results)
     logging.info("test %s: %s", run.task.main_metric, test_metrics.get(run.task.main_metric))
     return results

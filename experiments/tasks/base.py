@@ -64,6 +64,9 @@ class Task(abc.ABC):
 
     #: The key of ``summarize``'s result written as the headline metric in logs.
     main_metric: str = "loss"
+    #: 'max' or 'min': which way ``main_metric`` improves (ranks sweeps). None: guessed
+    #: from its name ('min' for loss, error, mse, cer, ...; else 'max').
+    main_metric_mode: str | None = None
 
     def __init__(self, config: ml_collections.ConfigDict):
         self.config = config

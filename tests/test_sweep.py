@@ -1,0 +1,241 @@
+"""The sweep runner, run as users run it (``python -m experiments.sweep`` in a subprocess):
+a 4-run sweep killed after its first run, resumed, ranked and rerun; one-line errors for
+bad keys and values; the grid parsing in process."""
+
+import csv
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from configs import seq_digits
+from experiments import sweep_grid, sweep_report
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMOKE = "configs/seq_digits.py:smoke"
+# Light runs: one direction, no gate plot. The split seed changes only the data, so runs
+# that differ in it alone compile the same programs (shared through the compilation cache).
+FIXED = ["--config.model.bidirectional=false", "--config.plots.num_gate_examples=0"]
+GRID = ["--sweep=optimizer.learning_rate=0.003,0.03", "--sweep=dataset.split_seed=0,1"]
+NAMES = sorted(
+    f"learning_rate={rate},split_seed={seed}" for rate in ("0.003", "0.03") for seed in (0, 1)
+)
+
+
+def sweep_command(workdir, *extra):
+    return [sys.executable, "-m", "experiments.sweep", f"--config={SMOKE}",
+            f"--workdir={workdir}", *extra]  # fmt: skip
+
+
+def environment(cache_dir):
+    return {
+        **os.environ,
+        "JAX_COMPILATION_CACHE_DIR": str(cache_dir),
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+    }
+
+
+def launches(text):
+    """Run names the sweep launched, from its log lines."""
+    return re.findall(r"launch (\S+) on ", text)
+
+
+def pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as file:  # a zombie is not running
+        return file.read().split(") ")[1][0] != "Z"
+
+
+@pytest.fixture(scope="module")
+def killed_then_resumed(tmp_path_factory):
+    """Starts the 4-run sweep (2 at a time), SIGKILLs it once a run has finished, reruns it
+    to completion, then reruns it once more."""
+    base = tmp_path_factory.mktemp("sweep")
+    workdir, env = base / "sweep", environment(base / "cache")
+    argv = sweep_command(workdir, *GRID, *FIXED, "--parallel=2", "--pin_cpus=false")
+    log_path = base / "first.log"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=log)
+        deadline = time.monotonic() + 240
+        while not list(workdir.glob("*/results.json")) and process.poll() is None:
+            assert time.monotonic() < deadline, "no run finished"
+            time.sleep(0.05)
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+    first_log = log_path.read_text()
+    assert process.returncode == -signal.SIGKILL, first_log[-2000:]
+    finished = {
+        path.parent.name: path.stat().st_mtime_ns for path in workdir.glob("*/results.json")
+    }
+    checkpointed = {}  # run -> newest complete checkpoint at the kill
+    for path in workdir.glob("*/checkpoints"):
+        steps = [int(step.name) for step in path.iterdir() if step.name.isdigit()]
+        if steps:
+            checkpointed[path.parent.name] = max(steps)
+    pids = [int(pid) for pid in re.findall(r"\(pid (\d+)\)", first_log)]
+    time.sleep(1.0)
+    orphans = [pid for pid in pids if pid_alive(pid)]
+    second = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
+    third = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    return {
+        "workdir": workdir, "first_log": first_log, "finished": finished,
+        "checkpointed": checkpointed, "orphans": orphans, "second": second, "third": third,
+    }  # fmt: skip
+
+
+def test_killed_sweep_resumes_without_redoing_finished_runs(killed_then_resumed):
+    state = killed_then_resumed
+    workdir, second = state["workdir"], state["second"]
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert state["orphans"] == [], "runs outlived the killed sweep"
+    assert state["finished"] and set(launches(state["first_log"])) <= set(NAMES)
+    relaunched = launches(second.stderr)
+    assert sorted(relaunched + list(state["finished"])) == NAMES  # each run exactly once more
+    for name, mtime in state["finished"].items():
+        assert f"skip {name}: results.json present" in second.stderr
+        assert (workdir / name / "results.json").stat().st_mtime_ns == mtime
+        assert (workdir / name / "train.log").read_text().count("\n=== ") == 1
+    for name, step in state["checkpointed"].items():
+        if name not in state["finished"]:  # interrupted mid-run: resumed, not restarted
+            results = json.loads((workdir / name / "results.json").read_text())
+            assert results["resumed_from_step"] == step
+
+
+def test_every_run_has_its_directory_config_and_results(killed_then_resumed):
+    workdir = killed_then_resumed["workdir"]
+    for name in NAMES:
+        rate, seed = re.fullmatch(r"learning_rate=(.+),split_seed=(\d)", name).groups()
+        config = json.loads((workdir / name / "config.json").read_text())
+        assert config["optimizer"]["learning_rate"] == float(rate)
+        assert config["dataset"]["split_seed"] == int(seed)
+        assert config["model"]["bidirectional"] is False  # the fixed override reached it
+        results = json.loads((workdir / name / "results.json").read_text())
+        assert results["train_steps"] == 6 and 0 <= results["test"]["accuracy"] <= 1
+
+
+def test_table_ranks_runs_by_the_task_metric(killed_then_resumed):
+    workdir = killed_then_resumed["workdir"]
+    accuracy = {
+        name: json.loads((workdir / name / "results.json").read_text())["test"]["accuracy"]
+        for name in NAMES
+    }
+    with open(workdir / "sweep_results.csv") as file:
+        rows = list(csv.DictReader(file))
+    assert [row["run"] for row in rows] == sorted(NAMES, key=lambda name: -accuracy[name])
+    assert list(rows[0])[:5] == [
+        "run", "optimizer.learning_rate", "dataset.split_seed", "test.accuracy", "test.loss"
+    ]  # fmt: skip
+    for row in rows:
+        assert float(row["test.accuracy"]) == pytest.approx(accuracy[row["run"]], rel=1e-12)
+        assert row["status"] == "done" and float(row["wall_time_s"]) > 0
+    table = (workdir / "sweep_results.md").read_text().splitlines()
+    assert "best first by test.accuracy (max)" in table[0]
+    assert table[4].startswith(f"| 1 | {rows[0]['run']} |")
+    for key in ("optimizer.learning_rate", "dataset.split_seed"):
+        assert (workdir / f"sweep_{key}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_rerun_of_a_finished_sweep_runs_nothing(killed_then_resumed):
+    third, workdir = killed_then_resumed["third"], killed_then_resumed["workdir"]
+    assert third.returncode == 0, third.stderr[-2000:]
+    assert launches(third.stderr) == []
+    assert third.stderr.count("results.json present") == 4
+    for name in NAMES:
+        assert (workdir / name / "train.log").read_text().count("\n=== ") <= 2
+
+
+@pytest.mark.parametrize(
+    "sweep, expected",
+    [
+        ("model.hidden_sise=8,16", "error: unknown sweep key 'model.hidden_sise': the config "
+         "has no field 'hidden_sise' (did you mean 'model.hidden_size'?)"),
+        ("model.hidden_size=8,sixteen", "error: sweep value 'sixteen' for model.hidden_size "
+         "is not a valid int"),
+        ("model.bidirectional=maybe", "error: sweep value 'maybe' for model.bidirectional "
+         "is not a valid bool"),
+        ("model=8", "error: sweep key 'model' is a group of fields, not a field"),
+    ],
+)  # fmt: skip
+def test_bad_sweep_is_a_one_line_error_and_nothing_runs(tmp_path, sweep, expected):
+    workdir = tmp_path / "sweep"
+    result = subprocess.run(
+        sweep_command(workdir, f"--sweep={sweep}", "--sweep=seed=0,1"), cwd=ROOT,
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == expected
+    assert "Traceback" not in result.stderr and "launch" not in result.stderr
+    assert not workdir.exists()
+
+
+def test_flag_values_take_the_field_type_and_form_a_product():
+    config = seq_digits.get_config("smoke")
+    grid = sweep_grid.grid_from_flags(
+        ["optimizer.learning_rate=1e-3,2", "model.bidirectional=True,no", "dataset.spec=a,b"],
+        config,
+    )
+    assert len(grid) == 8
+    assert grid[0] == {"optimizer.learning_rate": 0.001, "model.bidirectional": True,
+                       "dataset.spec": "a"}  # fmt: skip
+    assert (
+        type(grid[-1]["optimizer.learning_rate"]) is float
+        and grid[-1]["model.bidirectional"] is False
+    )
+    assert sweep_grid.override_flags(grid[-1]) == [
+        "--config.optimizer.learning_rate=2.0", "--config.model.bidirectional=false",
+        "--config.dataset.spec=b",
+    ]  # fmt: skip
+
+
+def test_get_sweep_as_a_list_or_a_product(tmp_path):
+    path = tmp_path / "swept.py"
+    path.write_text(
+        "from configs.seq_digits import get_config\n"
+        "def get_sweep(arg):\n"
+        "    if arg == 'smoke':\n"
+        "        return {'model.hidden_size': [8, 16], 'optimizer.learning_rate': [1, 0.1]}\n"
+        "    return [{'seed': 1}, {'seed': 2, 'model.readout': 'mean'}]\n"
+    )
+    module, config = sweep_grid.load_config_file(f"{path}:smoke")
+    product = sweep_grid.grid_from_function(module, "smoke", config)
+    assert product[1] == {"model.hidden_size": 8, "optimizer.learning_rate": 0.1}
+    assert len(product) == 4 and type(product[0]["optimizer.learning_rate"]) is float
+    listed = sweep_grid.grid_from_function(module, "", config)
+    assert [sweep_grid.run_name(run) for run in listed] == ["seed=1", "seed=2,readout=mean"]
+    with pytest.raises(sweep_grid.SweepError, match=r"^the sweep lists the same run twice"):
+        sweep_grid.check_grid([{"seed": 1}, {"seed": 1}], config)
+
+
+def test_sort_puts_failed_runs_last_and_respects_the_mode():
+    rows = [{"run": "a", "m": 0.5}, {"run": "b"}, {"run": "c", "m": 0.9}, {"run": "d", "m": 0.1}]
+    assert [r["run"] for r in sweep_report.sort_rows(rows, "m", "max")] == ["c", "a", "d", "b"]
+    assert [r["run"] for r in sweep_report.sort_rows(rows, "m", "min")] == ["d", "a", "c", "b"]
+    assert sweep_report.default_mode("test.loss") == "min"
+    assert sweep_report.default_mode("test.accuracy") == "max"
+
+
+def test_failed_runs_are_recorded_and_do_not_stop_the_others(tmp_path):
+    workdir = tmp_path / "sweep"
+    result = subprocess.run(
+        sweep_command(workdir, "--sweep=train.batch_size=5000,7000", "--parallel=1"), cwd=ROOT,
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: 2 of 2 runs failed: batch_size=5000 (failed (exit 1)), "
+        "batch_size=7000 (failed (exit 1))"
+    )
+    for size in (5000, 7000):
+        failure = (workdir / f"batch_size={size}" / "failure.txt").read_text().splitlines()
+        assert failure[0] == "failed (exit 1)"
+        assert failure[-1] == (f"error: train.batch_size={size} exceeds the 1437 training examples")
+    with open(workdir / "sweep_results.csv") as file:
+        assert [row["status"] for row in csv.DictReader(file)] == ["failed (exit 1)"] * 2
