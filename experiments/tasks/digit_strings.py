@@ -157,13 +157,17 @@ class DigitStringsTask(Task):
         count = min(self.config.plots.num_attention_examples, len(outputs["beam_tokens"]))
         if count == 0:
             return []
-        images = data.test["images"][:count]
-        decoded = outputs["beam_tokens"][:count]
+        # The first test strings; the last panel shows the first misread string, if any.
+        index = np.arange(count)
+        misread = np.flatnonzero(np.any(outputs["beam_tokens"] != outputs["tokens"], axis=1))
+        if misread.size and misread[0] >= count:
+            index[-1] = misread[0]
+        images, decoded = data.test["images"][index], outputs["beam_tokens"][index]
         model.eval()
         attention = nnx.jit(lambda m, x, y: m.attention(x, y))(
             model, jnp.asarray(images), shift_right(jnp.asarray(decoded))
         )
-        predictions, references = texts(decoded), texts(data.test["tokens"][:count])
+        predictions, references = texts(decoded), texts(data.test["tokens"][index])
         labels = [[*prediction, "EOS"][: decoded.shape[1]] for prediction in predictions]
         titles = [
             f"read {p or '(empty)'}" + ("" if p == r else f" (true {r})")
