@@ -10,6 +10,22 @@ from flax import nnx
 
 from gru_jax import validation
 from gru_jax.gru import GRU
+from gru_jax.ops.gru_scan import bidirectional_gru_scan
+
+# GRU options that must agree for the two directions to share one fused loop.
+_FUSABLE = (
+    "in_features",
+    "hidden_size",
+    "reset_after",
+    "time_major",
+    "unroll",
+    "hoist_inputs",
+    "chunk_size",
+    "batch_groups",
+    "remat",
+    "save_gates",
+    "custom_gradient",
+)
 
 Array = jax.Array
 
@@ -23,22 +39,65 @@ class Bidirectional(nnx.Module):
     layer starts at each sequence's last valid step. Returns ``outputs
     f32[batch, time, 2*hidden]``, or ``((forward_carry, backward_carry), outputs)`` with
     ``return_carry``.
+
+    When both layers are :class:`gru_jax.GRU` with the same options, the two directions
+    run in one fused loop (``gru_jax.ops.bidirectional_gru_scan``): identical results, and
+    on CPU the directions' GEMMs run concurrently. ``fused=False`` calls the layers one
+    after the other.
     """
 
-    def __init__(self, forward_layer: nnx.Module, backward_layer: nnx.Module):
+    def __init__(
+        self, forward_layer: nnx.Module, backward_layer: nnx.Module, *, fused: bool = True
+    ):
         if getattr(backward_layer, "reverse", True) is not True:
             raise ValueError("backward_layer must process time in reverse; got reverse=False")
         if getattr(forward_layer, "reverse", False) is not False:
             raise ValueError("forward_layer must process time forwards; got reverse=True")
         self.forward_layer = forward_layer
         self.backward_layer = backward_layer
+        self.fused = (
+            fused
+            and all(isinstance(layer, GRU) for layer in (forward_layer, backward_layer))
+            and all(getattr(forward_layer, k) == getattr(backward_layer, k) for k in _FUSABLE)
+            and (forward_layer.cell.compute_dtype == backward_layer.cell.compute_dtype)
+        )
 
     def __call__(self, x, seq_lengths=None, initial_carry=None, return_carry=False):
         carry_f, carry_b = (None, None) if initial_carry is None else initial_carry
+        if self.fused:
+            return self._fused_call(x, seq_lengths, carry_f, carry_b, return_carry)
         carry_f, y_f = self.forward_layer(x, seq_lengths, carry_f, return_carry=True)
         carry_b, y_b = self.backward_layer(x, seq_lengths, carry_b, return_carry=True)
         y = jnp.concatenate([y_f, y_b], axis=-1)
         return ((carry_f, carry_b), y) if return_carry else y
+
+    def _fused_call(self, x, seq_lengths, carry_f, carry_b, return_carry):
+        forward, backward = self.forward_layer, self.backward_layer
+        validation.check_sequence_input(x, forward.in_features, forward.time_major)
+        batch, steps = (x.shape[1], x.shape[0]) if forward.time_major else x.shape[:2]
+        validation.check_seq_lengths(seq_lengths, batch, steps)
+        carries = []
+        for carry, layer in ((carry_f, forward), (carry_b, backward)):
+            validation.check_carry(carry, (batch, layer.hidden_size))
+            carries.append(layer.initialize_carry(batch) if carry is None else carry)
+        carries, y = bidirectional_gru_scan(
+            forward.cell.weights(),
+            backward.cell.weights(),
+            x,
+            tuple(carries),
+            seq_lengths,
+            time_major=forward.time_major,
+            reset_after=forward.reset_after,
+            unroll=forward.unroll,
+            compute_dtype=forward.cell.compute_dtype,
+            hoist_inputs=forward.hoist_inputs,
+            chunk_size=forward.chunk_size,
+            batch_groups=forward.batch_groups,
+            remat=forward.remat,
+            save_gates=forward.save_gates,
+            custom_gradient=forward.custom_gradient,
+        )
+        return (carries, y) if return_carry else y
 
 
 class StackedGRU(nnx.Module):

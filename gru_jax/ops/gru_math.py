@@ -157,6 +157,22 @@ def candidate_from_residuals(x_n: Array, res: StepResiduals, reset_after: bool) 
     return jnp.tanh(x_n + res.reset * res.aux) if reset_after else res.aux
 
 
+def recompute_gates(
+    x_pre: Gates3, h_prev: Array, sw: StepWeights, reset_after: bool
+) -> tuple[Array, Array, Array, Array]:
+    """``(r, z, aux, n)`` of many steps at once from known ``h_prev`` (any leading axes):
+    the backward pass's batched recomputation of the forward's gates."""
+    x_r, x_z, x_n = x_pre
+    w_r, w_z, w_n = sw.recurrent_kernels
+    r = jax.nn.sigmoid(x_r + matmul(h_prev, w_r))
+    z = jax.nn.sigmoid(x_z + matmul(h_prev, w_z))
+    if reset_after:
+        aux = matmul(h_prev, w_n) + sw.candidate_bias
+        return r, z, aux, jnp.tanh(x_n + r * aux)
+    n = jnp.tanh(x_n + matmul(r * h_prev, w_n))
+    return r, z, n, n
+
+
 class GateGrads(NamedTuple):
     """Gradients w.r.t. the pre-activations of one step.
 

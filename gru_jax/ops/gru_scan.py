@@ -23,7 +23,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from gru_jax.ops.gru_kernel import KernelPlan, gru_sequence
+from gru_jax.ops.gru_kernel import KernelPlan
+from gru_jax.ops.gru_kernel_vjp import gru_sequence
 from gru_jax.ops.gru_math import (
     GRUWeights,
     StepWeights,
@@ -41,7 +42,7 @@ HOIST_MIN_FEATURES = 64
 # On CPU, split the batch into groups of at least this many rows so the per-gate GEMMs of
 # different groups run concurrently (see gru_kernel's docstring).
 MIN_GROUP_ROWS = 32
-MAX_GROUPS = 4
+MAX_LANES = 4
 # Above this hidden size one step's GEMMs are large enough for XLA to multi-thread them.
 MAX_GROUPED_HIDDEN = 256
 # On CPU, keep the gates from the forward (instead of recomputing them in the backward)
@@ -95,15 +96,18 @@ def lengths_to_mask(seq_lengths: Array, steps: int) -> Array:
     return jnp.arange(steps)[:, None] < seq_lengths[None, :]
 
 
-def default_batch_groups(batch: int, hidden: int, backend: str | None = None) -> int:
-    """How many independent batch groups the kernel's step uses (1 off CPU)."""
+def default_batch_groups(
+    batch: int, hidden: int, backend: str | None = None, num_directions: int = 1
+) -> int:
+    """How many independent batch groups the kernel's step uses (1 off CPU). Each direction
+    of a bidirectional layer is already an independent lane, so it needs fewer groups."""
     backend = backend or jax.default_backend()
     if backend != "cpu" or hidden > MAX_GROUPED_HIDDEN:
         return 1
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     if (cores or 1) < 2:
         return 1
-    return max(1, min(MAX_GROUPS, batch // MIN_GROUP_ROWS))
+    return max(1, min(MAX_LANES // num_directions, batch // MIN_GROUP_ROWS))
 
 
 def default_save_gates(hidden: int, backend: str | None = None) -> bool:
@@ -201,20 +205,131 @@ def gru_scan(
             ys, gates = out
             return carry, to_layout(ys), tuple(to_layout(g) for g in gates)
         return carry, to_layout(out)
+    plan = make_plan(
+        batch,
+        hidden,
+        (bool(reverse),),
+        reset_after=reset_after,
+        time_major=time_major,
+        unroll=unroll,
+        compute_dtype=compute_dtype,
+        hoist_inputs=hoist_inputs,
+        chunk_size=chunk_size,
+        batch_groups=batch_groups,
+        remat=remat,
+        save_gates=save_gates,
+    )
+    if seq_lengths is not None:
+        seq_lengths = seq_lengths.astype(jnp.int32)
+    h_last, outputs = gru_sequence((weights,), inputs, initial_carry[None], seq_lengths, plan)
+    return h_last[0], outputs
+
+
+def make_plan(
+    batch: int,
+    hidden: int,
+    directions: tuple[bool, ...],
+    *,
+    reset_after,
+    time_major,
+    unroll,
+    compute_dtype,
+    hoist_inputs,
+    chunk_size,
+    batch_groups,
+    remat,
+    save_gates,
+) -> KernelPlan:
+    """The kernel's static plan, with defaults picked by backend and size."""
     if batch_groups is None:
-        batch_groups = default_batch_groups(batch, hidden)
-    plan = KernelPlan(
+        batch_groups = default_batch_groups(batch, hidden, num_directions=len(directions))
+    return KernelPlan(
         reset_after=bool(reset_after),
-        reverse=bool(reverse),
+        directions=tuple(bool(d) for d in directions),
         time_major=bool(time_major),
         unroll=int(unroll),
-        compute_dtype=compute_dtype.name,
+        compute_dtype=jnp.dtype(compute_dtype).name,
         hoist_inputs=bool(hoist_inputs),
         chunk_size=max(1, int(chunk_size)),
         groups=group_bounds(batch, batch_groups),
         remat=bool(remat),
         save_gates=default_save_gates(hidden) if save_gates is None else bool(save_gates),
     )
+
+
+def bidirectional_gru_scan(
+    forward_weights: GRUWeights,
+    backward_weights: GRUWeights,
+    inputs: Array,
+    initial_carries: tuple[Array, Array],
+    seq_lengths: Array | None = None,
+    *,
+    time_major: bool = False,
+    reset_after: bool = True,
+    unroll: int = 1,
+    compute_dtype=jnp.float32,
+    hoist_inputs: bool | None = None,
+    chunk_size: int = 16,
+    batch_groups: int | None = None,
+    remat: bool = False,
+    save_gates: bool | None = None,
+    custom_gradient: bool = True,
+):
+    """Both directions of a bidirectional GRU layer in one loop.
+
+    The backward direction processes each sequence's valid part from its end (PyTorch
+    packed semantics). Same options as :func:`gru_scan`. Returns
+    ``((forward_carry, backward_carry), outputs f32[batch, time, 2*hidden])``, the forward
+    direction's features first; identical to two :func:`gru_scan` calls and a
+    concatenation, but on CPU the two directions' GEMMs run concurrently and no
+    concatenated copy is made.
+    """
+    options = dict(
+        time_major=time_major,
+        reset_after=reset_after,
+        unroll=unroll,
+        compute_dtype=compute_dtype,
+        hoist_inputs=hoist_inputs,
+    )
+    if not custom_gradient:
+        carry_f, y_f = gru_scan(
+            forward_weights,
+            inputs,
+            initial_carries[0],
+            seq_lengths,
+            custom_gradient=False,
+            **options,
+        )
+        carry_b, y_b = gru_scan(
+            backward_weights,
+            inputs,
+            initial_carries[1],
+            seq_lengths,
+            reverse=True,
+            custom_gradient=False,
+            **options,
+        )
+        return (carry_f, carry_b), jnp.concatenate([y_f, y_b], axis=-1)
+    batch = inputs.shape[1 if time_major else 0]
+    hidden = initial_carries[0].shape[-1]
+    if hoist_inputs is None:
+        options["hoist_inputs"] = inputs.shape[-1] >= HOIST_MIN_FEATURES
+    if isinstance(unroll, bool):
+        options["unroll"] = max(inputs.shape[0 if time_major else 1], 1) if unroll else 1
+    plan = make_plan(
+        batch,
+        hidden,
+        (False, True),
+        chunk_size=chunk_size,
+        batch_groups=batch_groups,
+        remat=remat,
+        save_gates=save_gates,
+        **options,
+    )
     if seq_lengths is not None:
         seq_lengths = seq_lengths.astype(jnp.int32)
-    return gru_sequence(weights, inputs, initial_carry, seq_lengths, plan)
+    h0 = jnp.stack([c.astype(jnp.float32) for c in initial_carries])
+    h_last, outputs = gru_sequence(
+        (forward_weights, backward_weights), inputs, h0, seq_lengths, plan
+    )
+    return (h_last[0], h_last[1]), outputs
