@@ -32,8 +32,10 @@ format: install
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
+# GRU peers (training step + inference) and the ConvGRU variants; JSON under benchmarks/results.
 bench: install
 	$(PY) -m benchmarks.run
+	$(PY) -m benchmarks.bench_convgru
 
 train: install
 	$(PY) -m experiments.train --config $(CONFIG) --workdir $(WORKDIR)
