@@ -38,7 +38,9 @@ def _load_config(config_path: str):
     return module.get_config()
 
 
-def time_train_step(config_path: str, windows: int) -> dict[str, float]:
+def time_train_step(
+    config_path: str, windows: int, steps_per_window: int = STEPS_PER_WINDOW
+) -> dict[str, float]:
     """Per-step times in ms of the trainer's step (``sharded_*``) and of the unannotated
     single-device step (``plain_*``), medians and minima over alternating windows."""
     config = _load_config(config_path)
@@ -67,7 +69,7 @@ def time_train_step(config_path: str, windows: int) -> dict[str, float]:
             if parallel.size > 1 and name == "plain":
                 continue
             stream = local_train_batches(run.data.train, batch_size, config.seed, 0, rows)
-            count = WARMUP_STEPS if window == 0 else STEPS_PER_WINDOW
+            count = WARMUP_STEPS if window == 0 else steps_per_window
             started = time.perf_counter()
             for _ in range(count):
                 states[name], _ = train_step(states[name], place(next(stream)))
@@ -86,8 +88,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="configs/seq_digits.py")
     parser.add_argument("--windows", type=int, default=15)
+    parser.add_argument("--steps_per_window", type=int, default=STEPS_PER_WINDOW)
     args = parser.parse_args()
-    print(json.dumps(time_train_step(args.config, args.windows)))
+    print(json.dumps(time_train_step(args.config, args.windows, args.steps_per_window)))
 
 
 if __name__ == "__main__":

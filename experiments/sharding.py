@@ -78,8 +78,9 @@ class DataParallel:
         return NamedSharding(self.mesh, PartitionSpec())
 
     def check_batch_size(self, batch_size: int, field: str = "train.batch_size") -> None:
-        """Raises a one-line ValueError unless ``batch_size`` splits evenly over the mesh."""
-        if batch_size % self.size:
+        """Raises a one-line ValueError unless ``batch_size`` splits evenly over the mesh
+        (sizes < 1 are left to the config validation of `experiments.setup`)."""
+        if batch_size >= 1 and batch_size % self.size:
             raise ValueError(
                 f"{field}={batch_size} is not divisible by the {self.size} devices of the "
                 f"data-parallel mesh; use a multiple of {self.size}"

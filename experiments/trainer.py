@@ -146,20 +146,17 @@ def _train(config, run: RunSetup, state, parallel, shardings, checkpointer, repo
     return state, eval_step
 
 
-def _prepare(config, run: RunSetup, checkpointer: Checkpointer):
-    """``(parallel, step shardings, train state)``: the mesh of every device, and the state
-    restored from the newest checkpoint (onto this mesh, whatever mesh saved it) or placed
-    fresh."""
-    parallel = DataParallel.create(rule=params_rule(config))
-    parallel.check_batch_size(config.train.batch_size)
+def _prepare(run: RunSetup, parallel: DataParallel, checkpointer: Checkpointer):
+    """``(step shardings, train state)``: the state restored from the newest checkpoint
+    (onto this mesh, whatever mesh saved it) or placed fresh."""
     state_shardings = parallel.state_shardings(run.state)
     shardings = steps.StepShardings(state_shardings, parallel.batch, parallel.replicated)
     latest = checkpointer.latest_step()
     if latest is None:
-        return parallel, shardings, parallel.put(run.state, state_shardings)
+        return shardings, parallel.put(run.state, state_shardings)
     state = checkpointer.restore(latest, run.state, state_shardings)
     logging.info("resumed from the checkpoint at step %d in %s", latest, checkpointer.directory)
-    return parallel, shardings, state
+    return shardings, state
 
 
 def _write_json(path: str, content: Any) -> None:
@@ -182,10 +179,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     if primary:
         with open(os.path.join(workdir, "config.json"), "w") as file:
             file.write(config.to_json_best_effort(indent=2, sort_keys=True))
+    # The mesh spans every device of every process; checked before the data is loaded.
+    parallel = DataParallel.create(rule=params_rule(config))
+    parallel.check_batch_size(config.train.batch_size)
     run = build_run(config)
     checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), config.train.keep_checkpoints)
     try:
-        parallel, shardings, state = _prepare(config, run, checkpointer)
+        shardings, state = _prepare(run, parallel, checkpointer)
     except BaseException:
         checkpointer.close()
         raise

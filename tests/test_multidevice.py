@@ -104,47 +104,39 @@ def one_device_run(tmp_path_factory):
     return workdir
 
 
-@pytest.fixture(scope="module")
-def four_device_runs(one_device_run, tmp_path_factory):
-    base = tmp_path_factory.mktemp("four_devices")
-    dirs = {name: str(base / name) for name in ("fresh", "resumed", "sharded")}
+def test_four_devices_match_one_device_and_checkpoints_move_between_device_counts(
+    one_device_run, tmp_path
+):
+    """One test (the runs are shared; separate tests would redo them on every xdist
+    worker): on 4 devices a fresh run, a run resumed from the 1-device run's step-3
+    checkpoint and a run with a sharded train state; then, on 1 device, the 4-device run
+    resumed from its step-3 checkpoint. All match the 1-device run."""
+    dirs = {name: str(tmp_path / name) for name in ("fresh", "resumed", "sharded")}
     checkpoint_at(one_device_run, dirs["resumed"], step=3)
+    # The resumed run compiles what the fresh one did: share it through the on-disk cache.
+    env = {**device_env(4), "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "compilation_cache")}
     result = subprocess.run(
         [sys.executable, "-c", FOUR_DEVICE_SCRIPT, dirs["fresh"], dirs["resumed"], dirs["sharded"]],
-        cwd=ROOT, env=device_env(4), capture_output=True, text=True, timeout=600,
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    return dirs, json.loads(result.stdout.strip().splitlines()[-1])
-
-
-def test_four_devices_match_one_device(one_device_run, four_device_runs):
-    dirs, info = four_device_runs
-    results = read(dirs["fresh"], "results.json")
-    assert info["devices"] == 4 and results["num_devices"] == 4
+    info = json.loads(result.stdout.strip().splitlines()[-1])
+    assert info["devices"] == 4 and read(dirs["fresh"], "results.json")["num_devices"] == 4
     assert read(one_device_run, "results.json")["num_devices"] == 1
     assert_same_run(dirs["fresh"], one_device_run)
 
-
-def test_sharded_train_state_matches_one_device(one_device_run, four_device_runs):
-    dirs, info = four_device_runs
     assert info["sharded_leaves"] > 10  # kernels and their Adam moments split over devices
     assert_same_run(dirs["sharded"], one_device_run)
 
-
-def test_one_device_checkpoint_resumes_on_four_devices(one_device_run, four_device_runs):
-    dirs, _ = four_device_runs
-    results = read(dirs["resumed"], "results.json")
+    results = read(dirs["resumed"], "results.json")  # saved on 1 device, resumed on 4
     assert results["resumed_from_step"] == 3 and results["num_devices"] == 4
     assert_same_run(dirs["resumed"], one_device_run, resumed_at=3)
 
-
-def test_four_device_checkpoint_resumes_on_one_device(one_device_run, four_device_runs, tmp_path):
-    dirs, _ = four_device_runs
-    workdir = str(tmp_path / "resumed_on_one")
-    checkpoint_at(dirs["fresh"], workdir, step=3)
-    results = train_and_evaluate(seq_digits.get_config("smoke"), workdir)
+    back_on_one = str(tmp_path / "resumed_on_one")  # saved on 4 devices, resumed on 1
+    checkpoint_at(dirs["fresh"], back_on_one, step=3)
+    results = train_and_evaluate(seq_digits.get_config("smoke"), back_on_one)
     assert results["resumed_from_step"] == 3 and results["num_devices"] == 1
-    assert_same_run(workdir, one_device_run, resumed_at=3)
+    assert_same_run(back_on_one, one_device_run, resumed_at=3)
 
 
 def test_batch_not_divisible_by_the_devices_is_a_one_line_error(tmp_path):

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from configs import seq_digits
-from experiments import sweep_grid, sweep_report
+from experiments import sweep_devices, sweep_grid, sweep_report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = "configs/seq_digits.py:smoke"
@@ -54,11 +54,9 @@ def pid_alive(pid):
         return file.read().split(") ")[1][0] != "Z"
 
 
-@pytest.fixture(scope="module")
-def killed_then_resumed(tmp_path_factory):
+def kill_resume_rerun(base):
     """Starts the 4-run sweep (2 at a time), SIGKILLs it once a run has finished, reruns it
-    to completion, then reruns it once more."""
-    base = tmp_path_factory.mktemp("sweep")
+    to completion, then reruns it once more; returns what each phase left."""
     workdir, env = base / "sweep", environment(base / "cache")
     argv = sweep_command(workdir, *GRID, *FIXED, "--parallel=2", "--pin_cpus=false")
     log_path = base / "first.log"
@@ -84,15 +82,28 @@ def killed_then_resumed(tmp_path_factory):
     time.sleep(1.0)
     orphans = [pid for pid in pids if pid_alive(pid)]
     second = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
+    completed = {
+        path.parent.name: path.stat().st_mtime_ns for path in workdir.glob("*/results.json")
+    }
     third = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     return {
         "workdir": workdir, "first_log": first_log, "finished": finished,
         "checkpointed": checkpointed, "orphans": orphans, "second": second, "third": third,
+        "completed": completed,
     }  # fmt: skip
 
 
-def test_killed_sweep_resumes_without_redoing_finished_runs(killed_then_resumed):
-    state = killed_then_resumed
+def test_sweep_killed_resumed_ranked_and_rerun(tmp_path):
+    """One scenario (the phases share their runs; separate tests would each rerun them on
+    every xdist worker)."""
+    state = kill_resume_rerun(tmp_path)
+    check_resumed_without_redoing_finished_runs(state)
+    check_every_run_has_its_directory_config_and_results(state["workdir"])
+    check_table_ranks_runs_by_the_task_metric(state["workdir"])
+    check_rerun_of_a_finished_sweep_runs_nothing(state)
+
+
+def check_resumed_without_redoing_finished_runs(state):
     workdir, second = state["workdir"], state["second"]
     assert second.returncode == 0, second.stderr[-3000:]
     assert state["orphans"] == [], "runs outlived the killed sweep"
@@ -109,8 +120,7 @@ def test_killed_sweep_resumes_without_redoing_finished_runs(killed_then_resumed)
             assert results["resumed_from_step"] == step
 
 
-def test_every_run_has_its_directory_config_and_results(killed_then_resumed):
-    workdir = killed_then_resumed["workdir"]
+def check_every_run_has_its_directory_config_and_results(workdir):
     for name in NAMES:
         rate, seed = re.fullmatch(r"learning_rate=(.+),split_seed=(\d)", name).groups()
         config = json.loads((workdir / name / "config.json").read_text())
@@ -121,15 +131,16 @@ def test_every_run_has_its_directory_config_and_results(killed_then_resumed):
         assert results["train_steps"] == 6 and 0 <= results["test"]["accuracy"] <= 1
 
 
-def test_table_ranks_runs_by_the_task_metric(killed_then_resumed):
-    workdir = killed_then_resumed["workdir"]
+def check_table_ranks_runs_by_the_task_metric(workdir):
     accuracy = {
         name: json.loads((workdir / name / "results.json").read_text())["test"]["accuracy"]
         for name in NAMES
     }
     with open(workdir / "sweep_results.csv") as file:
         rows = list(csv.DictReader(file))
-    assert [row["run"] for row in rows] == sorted(NAMES, key=lambda name: -accuracy[name])
+    assert sorted(row["run"] for row in rows) == NAMES
+    ranked = [accuracy[row["run"]] for row in rows]
+    assert ranked == sorted(ranked, reverse=True) and ranked[0] > ranked[-1]
     assert list(rows[0])[:5] == [
         "run", "optimizer.learning_rate", "dataset.split_seed", "test.accuracy", "test.loss"
     ]  # fmt: skip
@@ -143,13 +154,14 @@ def test_table_ranks_runs_by_the_task_metric(killed_then_resumed):
         assert (workdir / f"sweep_{key}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_rerun_of_a_finished_sweep_runs_nothing(killed_then_resumed):
-    third, workdir = killed_then_resumed["third"], killed_then_resumed["workdir"]
+def check_rerun_of_a_finished_sweep_runs_nothing(state):
+    third, workdir = state["third"], state["workdir"]
     assert third.returncode == 0, third.stderr[-2000:]
     assert launches(third.stderr) == []
     assert third.stderr.count("results.json present") == 4
-    for name in NAMES:
-        assert (workdir / name / "train.log").read_text().count("\n=== ") <= 2
+    assert sorted(state["completed"]) == NAMES
+    for name, mtime in state["completed"].items():
+        assert (workdir / name / "results.json").stat().st_mtime_ns == mtime
 
 
 @pytest.mark.parametrize(
@@ -223,19 +235,43 @@ def test_sort_puts_failed_runs_last_and_respects_the_mode():
 
 
 def test_failed_runs_are_recorded_and_do_not_stop_the_others(tmp_path):
+    # Runs of unknown tasks: they fail early (before loading data), one after the other.
     workdir = tmp_path / "sweep"
     result = subprocess.run(
-        sweep_command(workdir, "--sweep=train.batch_size=5000,7000", "--parallel=1"), cwd=ROOT,
+        sweep_command(workdir, "--sweep=task=nope,nada", "--parallel=1"), cwd=ROOT,
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == (
-        "error: 2 of 2 runs failed: batch_size=5000 (failed (exit 1)), "
-        "batch_size=7000 (failed (exit 1))"
+        "error: 2 of 2 runs failed: task=nope (failed (exit 1)), task=nada (failed (exit 1))"
     )
-    for size in (5000, 7000):
-        failure = (workdir / f"batch_size={size}" / "failure.txt").read_text().splitlines()
+    assert launches(result.stderr) == ["task=nope", "task=nada"]
+    for task in ("nope", "nada"):
+        failure = (workdir / f"task={task}" / "failure.txt").read_text().splitlines()
         assert failure[0] == "failed (exit 1)"
-        assert failure[-1] == (f"error: train.batch_size={size} exceeds the 1437 training examples")
+        assert failure[2] == f"last {len(failure) - 3} lines of train.log:"  # at most 40
+        assert failure[-1].startswith(f"error: unknown task '{task}': expected one of ")
     with open(workdir / "sweep_results.csv") as file:
-        assert [row["status"] for row in csv.DictReader(file)] == ["failed (exit 1)"] * 2
+        rows = list(csv.DictReader(file))
+    assert [row["status"] for row in rows] == ["failed (exit 1)"] * 2
+    assert [row["test.accuracy"] for row in rows] == ["", ""]
+
+
+def test_device_slots_pin_each_run_to_its_own_devices(monkeypatch):
+    gpu = sweep_devices.make_slots(2, devices_per_run=2, platform="gpu", device_ids=list("0123"))
+    assert [slot.env for slot in gpu] == [{"CUDA_VISIBLE_DEVICES": "0,1"},
+                                          {"CUDA_VISIBLE_DEVICES": "2,3"}]  # fmt: skip
+    shared = sweep_devices.make_slots(3, platform="gpu", device_ids=["0", "1"])
+    assert [slot.env["CUDA_VISIBLE_DEVICES"] for slot in shared] == ["0", "1", "0"]
+    assert all(slot.env["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false" for slot in shared)
+    tpu = sweep_devices.make_slots(2, platform="tpu", device_ids=["0", "1", "2", "3"])
+    assert [slot.env["TPU_VISIBLE_CHIPS"] for slot in tpu] == ["0", "1"]
+    assert tpu[0].env["TPU_PROCESS_PORT"] != tpu[1].env["TPU_PROCESS_PORT"]
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    cpu = sweep_devices.make_slots(2, platform="cpu")
+    assert [slot.cpus for slot in cpu] == [frozenset({0, 1}), frozenset({2, 3})]
+    assert [slot.cpus for slot in sweep_devices.make_slots(2, platform="cpu", pin_cpus=False)] == [
+        None, None
+    ]  # fmt: skip
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    assert sweep_devices.detect_platform() == ("gpu", ["3", "5"])
