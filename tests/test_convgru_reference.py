@@ -236,7 +236,8 @@ def torch_conv_gru(x, h, weights):
 
 
 def test_matches_torch_conv2d():
-    torch = pytest.importorskip("torch")
+    import torch  # a dev dependency: missing torch must fail, not skip
+
     layer = randomize(
         gru_jax.ConvGRU(CHANNELS, HIDDEN, kernel_size=3, recurrent_kernel_size=5, rngs=nnx.Rngs(0)),
         seed=7,

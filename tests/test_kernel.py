@@ -14,7 +14,7 @@ from flax import nnx
 
 import gru_jax
 from gru_jax.ops import GRUWeights, bidirectional_gru_scan, gru_scan
-from gru_jax.ops.gru_scan import group_bounds
+from gru_jax.ops.gru_plan import group_bounds
 
 STEPS, BATCH, FEATURES, HIDDEN = 7, 5, 3, 4
 LENGTHS = np.array([7, 0, 3, 5, 1])
