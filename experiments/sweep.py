@@ -88,9 +88,12 @@ def ranking(config, metric: str | None, mode: str | None) -> tuple[str, str]:
 def summarize(runs: list[Run], grid: list[dict], metric: str, mode: str, workdir: str) -> list[str]:
     """Writes the tables and plots; returns their paths."""
     keys = list(dict.fromkeys(key for run in grid for key in run))
+    every = [sweep_report.read_results(run.directory) or {} for run in runs]
+    if not any(metric in results for results in every):
+        if any(f"test.{metric}" in results for results in every):
+            metric = f"test.{metric}"  # '--metric accuracy' means the test metric
     rows = []
-    for run, overrides in zip(runs, grid):
-        results = sweep_report.read_results(run.directory) or {}
+    for run, overrides, results in zip(runs, grid, every):
         row = {"run": run.name, **{key: overrides.get(key) for key in keys}}
         row.update({name: value for name, value in results.items() if name.startswith("test.")})
         if metric in results:
