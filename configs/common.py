@@ -43,6 +43,7 @@ def train() -> ml_collections.ConfigDict:
     config.checkpoint_every_steps = 1000  # checkpoint period (and at the last step)
     config.keep_checkpoints = 3  # most recent checkpoints kept
     config.debug_nan_step = -1  # >= 0: make that step's loss NaN (tests the guard)
+    config.param_sharding = "replicated"  # over the data-parallel mesh: | 'sharded' (FSDP-like)
     return config
 
 

@@ -2,7 +2,7 @@
 
 One `jax.sharding.Mesh` over ``jax.devices()`` (all processes' devices) with a single
 ``data`` axis. Batches are split along their leading axis over ``data``; the train state
-is replicated (``sharding.params='replicated'``, the default) or, with ``'sharded'``,
+is replicated (``train.param_sharding='replicated'``, the default) or, with ``'sharded'``,
 each array is split along its largest axis that the device count divides (FSDP-like;
 arrays with no such axis stay replicated). The steps are ordinary ``jax.jit`` functions
 with these in/out shardings: XLA inserts the gradient all-reduce (or the parameter
@@ -34,12 +34,12 @@ PARAM_RULES = ("replicated", "sharded")
 
 
 def params_rule(config: ml_collections.ConfigDict) -> str:
-    """``config.sharding.params`` if the config has that field, else ``'replicated'``."""
-    sharding = config.get("sharding")
-    rule = sharding.get("params", "replicated") if sharding is not None else "replicated"
+    """``config.train.param_sharding`` if the config has that field, else ``'replicated'``."""
+    train = config.get("train")
+    rule = train.get("param_sharding", "replicated") if train is not None else "replicated"
     if rule not in PARAM_RULES:
         raise ValueError(
-            f"unknown sharding.params {rule!r}: expected one of {', '.join(PARAM_RULES)}"
+            f"unknown train.param_sharding {rule!r}: expected one of {', '.join(PARAM_RULES)}"
         )
     return rule
 

@@ -11,7 +11,7 @@ checkpoint ends with the same parameters as an uninterrupted run.
 
 Devices: the run is data-parallel over every device of every process
 (`experiments.sharding`): the batch is split over a ``data`` mesh axis, the state is
-replicated (or sharded by ``config.sharding.params``), and one jitted step does the rest.
+replicated (or sharded by ``config.train.param_sharding``), and one jitted step does the rest.
 On one device this is the plain single-device program. With several processes
 (`experiments.distributed`) each process feeds its own rows of every batch, all of them
 save and restore checkpoints together, and only process 0 writes the config, TensorBoard

@@ -35,7 +35,7 @@ TEST_IMAGES = 360
 # In a 4-device process: a fresh run, a run resumed from a 1-device checkpoint, and a run
 # with the train state sharded over the devices instead of replicated.
 FOUR_DEVICE_SCRIPT = """
-import json, sys, jax, ml_collections
+import json, sys, jax
 from configs import seq_digits
 from experiments.setup import build_run
 from experiments.sharding import DataParallel
@@ -45,7 +45,7 @@ assert jax.device_count() == 4, jax.devices()
 train_and_evaluate(seq_digits.get_config("smoke"), fresh)
 train_and_evaluate(seq_digits.get_config("smoke"), resumed)
 config = seq_digits.get_config("smoke")
-config.sharding = ml_collections.ConfigDict({"params": "sharded"})
+config.train.param_sharding = "sharded"
 layout = DataParallel.create(rule="sharded").state_shardings(build_run(config).state)
 split = [s.spec for s in jax.tree.leaves(layout) if not s.is_fully_replicated]
 train_and_evaluate(config, sharded)
