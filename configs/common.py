@@ -69,8 +69,8 @@ def sequence_classification() -> ml_collections.ConfigDict:
     config.model.reset_after = True  # GRU form: True cuDNN/PyTorch, False Cho et al. 2014
     config.model.readout = "last"  # 'last' valid state per direction | 'mean' over time
 
-    config.optimizer = optimizer()
-    config.train = train()
+    config.optimizer = optimizer()  # fields documented in optimizer() above
+    config.train = train()  # fields documented in train() above
     config.train.label_smoothing = 0.0  # cross-entropy label smoothing
 
     config.plots = ml_collections.ConfigDict()

@@ -49,13 +49,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.dropout = 0.0  # before the classifier (and between GRU layers)
     config.model.readout = "last"  # 'last' state per direction | 'mean' over time
 
-    config.optimizer = common.optimizer()
+    config.optimizer = common.optimizer()  # fields documented in configs/common.py
     config.optimizer.name = "adamw"  # Adam with decoupled weight decay
     config.optimizer.learning_rate = 3e-3  # peak
     config.optimizer.weight_decay = 1e-4  # light regularisation
     config.optimizer.warmup_fraction = 0.05  # linear warmup
 
-    config.train = common.train()
+    config.train = common.train()  # fields documented in configs/common.py
     config.train.batch_size = 64  # videos per step
     config.train.num_epochs = 4.0  # passes over the training videos
     config.train.label_smoothing = 0.0  # cross-entropy label smoothing

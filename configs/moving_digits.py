@@ -42,13 +42,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.forecaster_input = "zeros"  # 'zeros' | 'prediction' (previous frame)
     config.model.dtype = "float32"  # convolution operand dtype: 'float32' | 'bfloat16'
 
-    config.optimizer = common.optimizer()
+    config.optimizer = common.optimizer()  # fields documented in configs/common.py
     config.optimizer.learning_rate = 2e-3  # peak
     config.optimizer.warmup_fraction = 0.03  # linear warmup
     config.optimizer.end_learning_rate_factor = 0.05  # cosine ends at 5% of the peak
 
-    config.train = common.train()
+    config.train = common.train()  # fields documented in configs/common.py
     config.train.loss = "bce"  # 'bce' on logits | 'mse' of sigmoid(logits)
+    config.train.context_loss_weight = 0.0  # weight of the encoder's next-frame loss (0: off)
     config.train.batch_size = 16  # videos per step
     config.train.num_epochs = 1.0  # passes over the training videos
     config.train.eval_batch_size = 100  # test videos per evaluation batch

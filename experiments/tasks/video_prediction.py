@@ -101,7 +101,8 @@ def summarize_frames(outputs: dict[str, np.ndarray]) -> dict[str, float]:
 class VideoPredictionTask(Task):
     """Config fields used: ``dataset.{digit_source, data_dir, split_seed, test_set,
     num_train, num_test, test_seed, context_frames, future_frames, canvas, digit_size,
-    num_digits}``, ``model.*`` (`VideoPredictor`'s arguments), ``train.loss``,
+    num_digits}``, ``model.*`` (`VideoPredictor`'s arguments), ``train.{loss,
+    context_loss_weight}``,
     ``plots.num_examples``; ``seed`` also seeds the training videos."""
 
     main_metric = "mse"
@@ -195,9 +196,16 @@ class VideoPredictionTask(Task):
 
     def loss(self, model: nnx.Module, batch: Batch) -> tuple[Array, dict[str, Array]]:
         context, future = self._split(batch)
-        logits = model(context, future.shape[1])
+        weight = self.config.train.context_loss_weight
+        if weight > 0:
+            logits, guesses = model(context, future.shape[1], return_context_logits=True)
+            context_loss = self._objective(guesses, context[:, 1:]).mean()
+        else:
+            logits, context_loss = model(context, future.shape[1]), jnp.zeros(())
+        future_loss = self._objective(logits, future).mean()
         squared = jnp.sum((jax.nn.sigmoid(logits) - future) ** 2, axis=(2, 3, 4))
-        return self._objective(logits, future).mean(), {"mse": squared.mean()}
+        metrics = {"mse": squared.mean(), "future_loss": future_loss, "context_loss": context_loss}
+        return future_loss + weight * context_loss, metrics
 
     def eval_outputs(self, model: nnx.Module, batch: Batch) -> dict[str, Array]:
         context, future = self._split(batch)

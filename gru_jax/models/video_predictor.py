@@ -63,7 +63,10 @@ class VideoPredictor(nnx.Module):
 
     Call ``model(context, num_future)`` with ``context: f32[batch, T_in, H, W, channels]``
     in [0, 1] (H and W multiples of ``patch_size``); returns ``logits f32[batch,
-    num_future, H, W, channels]`` (``sigmoid(logits)`` is the predicted intensity).
+    num_future, H, W, channels]`` (``sigmoid(logits)`` is the predicted intensity). With
+    ``return_context_logits=True`` also the encoder's next-frame logits at each context
+    step, f32[batch, T_in - 1, H, W, channels] (the guesses of frames 2..T_in; the head
+    reads the encoder states as it reads the forecaster's), for an auxiliary loss.
 
     Args:
       channels: image channels (1 for moving digits).
@@ -123,23 +126,33 @@ class VideoPredictor(nnx.Module):
             rngs=rngs,
         )
 
-    def encode(self, context: Array) -> list[Array]:
-        """Final encoder states, one f32[batch, h, w, hidden_l] per layer."""
+    def encode(self, context: Array) -> tuple[list[Array], list[Array]]:
+        """``(final states, outputs)`` of the encoder layers: per layer
+        f32[batch, h, w, hidden_l] and f32[batch, T_in, h, w, hidden_l]."""
         x = space_to_depth(context, self.patch_size)
-        states = []
+        states, outputs = [], []
         for layer in self.encoder:
             carry, x = layer(x, return_carry=True)
             states.append(carry)
-        return states
+            outputs.append(x)
+        return states, outputs
 
-    def __call__(self, context: Array, num_future: int) -> Array:
+    def _logits(self, states: Array) -> Array:
+        """Head on concatenated states f32[..., h, w, sum(hidden)] → f32[..., h, w, p·p·C]."""
+        lead = states.shape[:-3]
+        grid = self.head(states.reshape(-1, *states.shape[-3:]))
+        return grid.reshape(*lead, *grid.shape[1:]).astype(jnp.float32)
+
+    def __call__(
+        self, context: Array, num_future: int, return_context_logits: bool = False
+    ) -> Array | tuple[Array, Array]:
         check_frames(context, self.channels, time_major=False, name="context")
         height, width = context.shape[2:4]
         if height % self.patch_size or width % self.patch_size:
             raise ValueError(
                 f"frame size {height}x{width} is not a multiple of patch_size={self.patch_size}"
             )
-        states = self.encode(context)
+        states, encoder_outputs = self.encode(context)
         cells = list(self.forecaster)
         weights = [prepare_conv_step_weights(c.weights(), c.compute_dtype) for c in cells]
         previous = space_to_depth(context[:, -1], self.patch_size)
@@ -157,9 +170,14 @@ class VideoPredictor(nnx.Module):
                     x_pre = project_frames(x, sw)
                 x, _, _ = conv_gru_step(states[index], x_pre, sw, cell.reset_after)
                 states[index] = x
-            step_logits = self.head(jnp.concatenate(states, axis=-1))
+            step_logits = self._logits(jnp.concatenate(states, axis=-1))
             logits.append(step_logits)
             if self.forecaster_input == "prediction":
                 previous = jax.nn.sigmoid(step_logits)
-        grid = jnp.stack(logits, axis=1).astype(jnp.float32)
-        return depth_to_space(grid, self.patch_size)
+        future = depth_to_space(jnp.stack(logits, axis=1), self.patch_size)
+        if not return_context_logits:
+            return future
+        # The encoder's guess of the next frame at every context step but the last (whose
+        # next frame is the forecaster's first): deep supervision of the encoder.
+        guesses = self._logits(jnp.concatenate(encoder_outputs, axis=-1)[:, :-1])
+        return future, depth_to_space(guesses, self.patch_size)
