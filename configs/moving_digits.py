@@ -40,6 +40,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.kernel_size = 3  # ConvGRU convolution window
     config.model.head_kernel_size = 1  # window of the states -> logits convolution
     config.model.forecaster_input = "zeros"  # 'zeros' | 'prediction' (previous frame)
+    config.model.forecaster = "separate"  # 'separate' weights | 'shared' (encoder runs on)
     config.model.dtype = "float32"  # convolution operand dtype: 'float32' | 'bfloat16'
 
     config.optimizer = common.optimizer()  # fields documented in configs/common.py

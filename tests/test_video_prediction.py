@@ -50,6 +50,28 @@ def test_video_predictor_shapes(forecaster_input):
     assert bool(jnp.isfinite(logits).all())
 
 
+def test_context_logits_are_next_frame_guesses_and_shared_forecaster_continues_them():
+    """The encoder's guess after frame t is frame t+1's; with ``forecaster='shared'`` the
+    first predicted frame is exactly the guess the encoder would make one step later, and
+    a longer context only extends (never changes) the earlier guesses."""
+    model = VideoPredictor(
+        1, patch_size=4, hidden_channels=(4, 4), forecaster="shared", rngs=nnx.Rngs(0)
+    )
+    assert len(model.forecaster) == 0  # no second set of weights
+    frames = jnp.asarray(np.random.default_rng(0).uniform(size=(2, 8, 16, 16, 1)), jnp.float32)
+    future, guesses = model(frames[:, :5], 3, return_context_logits=True)
+    assert future.shape == (2, 3, 16, 16, 1) and guesses.shape == (2, 4, 16, 16, 1)
+    longer_future, longer_guesses = model(frames[:, :6], 1, return_context_logits=True)
+    np.testing.assert_allclose(longer_guesses[:, :4], guesses, atol=1e-5)
+    np.testing.assert_allclose(longer_guesses[:, 4], future[:, 0], atol=1e-5)
+    # Separate weights: the forecaster is its own stack and its first frame differs.
+    separate = VideoPredictor(1, patch_size=4, hidden_channels=(4, 4), rngs=nnx.Rngs(0))
+    assert len(separate.forecaster) == 2
+    sep_future, sep_guesses = separate(frames[:, :5], 3, return_context_logits=True)
+    assert sep_guesses.shape == guesses.shape
+    assert float(jnp.abs(sep_future[:, 0] - separate(frames[:, :6], 1, True)[1][:, 4]).max()) > 0
+
+
 def test_video_predictor_rejects_bad_inputs():
     model = VideoPredictor(1, patch_size=4, hidden_channels=(4,), rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="multiple of patch_size=4"):
@@ -58,6 +80,8 @@ def test_video_predictor_rejects_bad_inputs():
         model(jnp.zeros((2, 16, 16, 1)), 1)
     with pytest.raises(ValueError, match="unknown forecaster_input 'ones'"):
         VideoPredictor(1, forecaster_input="ones", rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="unknown forecaster 'tied'"):
+        VideoPredictor(1, forecaster="tied", rngs=nnx.Rngs(0))
 
 
 def test_frame_errors_sum_over_pixels():

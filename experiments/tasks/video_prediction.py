@@ -176,6 +176,7 @@ class VideoPredictionTask(Task):
             kernel_size=cfg.kernel_size,
             head_kernel_size=cfg.head_kernel_size,
             forecaster_input=cfg.forecaster_input,
+            forecaster=cfg.forecaster,
             dtype=jnp.dtype(cfg.dtype),
             rngs=rngs,
         )

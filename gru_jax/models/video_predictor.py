@@ -37,6 +37,7 @@ from gru_jax.ops.conv_gru import conv_gru_step, prepare_conv_step_weights, proje
 
 Array = jax.Array
 FORECASTER_INPUTS = ("zeros", "prediction")
+FORECASTERS = ("separate", "shared")
 
 
 def space_to_depth(frames: Array, patch_size: int) -> Array:
@@ -75,6 +76,9 @@ class VideoPredictor(nnx.Module):
       kernel_size: ConvGRU input and state convolution window.
       head_kernel_size: window of the convolution from the forecaster states to logits.
       forecaster_input: ``'zeros'`` or ``'prediction'`` (see the module docstring).
+      forecaster: ``'separate'`` (encoder-forecaster with their own weights) or
+        ``'shared'`` (one ConvGRU stack that predicts the next frame at every step: it
+        reads the context, then its own predictions; ``forecaster_input`` is unused).
       dtype: convolution operand dtype (None: float32); states stay float32.
       rngs: ``nnx.Rngs`` with a ``params`` stream.
     """
@@ -88,6 +92,7 @@ class VideoPredictor(nnx.Module):
         kernel_size: int = 3,
         head_kernel_size: int = 1,
         forecaster_input: str = "zeros",
+        forecaster: str = "separate",
         dtype: Any = None,
         rngs: nnx.Rngs,
     ):
@@ -96,6 +101,10 @@ class VideoPredictor(nnx.Module):
                 f"unknown forecaster_input {forecaster_input!r}: expected one of "
                 f"{', '.join(FORECASTER_INPUTS)}"
             )
+        if forecaster not in FORECASTERS:
+            raise ValueError(
+                f"unknown forecaster {forecaster!r}: expected one of {', '.join(FORECASTERS)}"
+            )
         if patch_size < 1 or not hidden_channels:
             raise ValueError(
                 f"need patch_size >= 1 and at least one layer; got {patch_size}, {hidden_channels}"
@@ -103,6 +112,7 @@ class VideoPredictor(nnx.Module):
         self.channels = channels
         self.patch_size = patch_size
         self.forecaster_input = forecaster_input
+        self.shared = forecaster == "shared"
         patch_features = patch_size * patch_size * channels
         inputs = (patch_features, *hidden_channels[:-1])
         self.encoder = nnx.List(
@@ -112,7 +122,9 @@ class VideoPredictor(nnx.Module):
             ]
         )
         self.forecaster = nnx.List(
-            [
+            []
+            if self.shared
+            else [
                 ConvGRUCell(i, h, kernel_size, dtype=dtype, rngs=rngs)
                 for i, h in zip(inputs, hidden_channels)
             ]
@@ -153,6 +165,32 @@ class VideoPredictor(nnx.Module):
                 f"frame size {height}x{width} is not a multiple of patch_size={self.patch_size}"
             )
         states, encoder_outputs = self.encode(context)
+        if self.shared:
+            future = self._continue(states, num_future)
+        else:
+            future = self._forecast(context, states, num_future)
+        if not return_context_logits:
+            return future
+        # The encoder's guess of the next frame at every context step but the last (whose
+        # next frame is the forecaster's first): deep supervision of the encoder.
+        guesses = self._logits(jnp.concatenate(encoder_outputs, axis=-1)[:, :-1])
+        return future, depth_to_space(guesses, self.patch_size)
+
+    def _continue(self, states: list[Array], num_future: int) -> Array:
+        """``forecaster='shared'``: the encoder's cells run on, fed their own predictions."""
+        cells = [layer.cell for layer in self.encoder]
+        weights = [prepare_conv_step_weights(c.weights(), c.compute_dtype) for c in cells]
+        logits = [self._logits(jnp.concatenate(states, axis=-1))]
+        for _ in range(num_future - 1):
+            x = jax.nn.sigmoid(logits[-1])
+            for index, (cell, sw) in enumerate(zip(cells, weights)):
+                x, _, _ = conv_gru_step(states[index], project_frames(x, sw), sw, cell.reset_after)
+                states[index] = x
+            logits.append(self._logits(jnp.concatenate(states, axis=-1)))
+        return depth_to_space(jnp.stack(logits, axis=1), self.patch_size)
+
+    def _forecast(self, context: Array, states: list[Array], num_future: int) -> Array:
+        """``forecaster='separate'``: the forecaster cells, started from the encoder's states."""
         cells = list(self.forecaster)
         weights = [prepare_conv_step_weights(c.weights(), c.compute_dtype) for c in cells]
         previous = space_to_depth(context[:, -1], self.patch_size)
@@ -174,10 +212,4 @@ class VideoPredictor(nnx.Module):
             logits.append(step_logits)
             if self.forecaster_input == "prediction":
                 previous = jax.nn.sigmoid(step_logits)
-        future = depth_to_space(jnp.stack(logits, axis=1), self.patch_size)
-        if not return_context_logits:
-            return future
-        # The encoder's guess of the next frame at every context step but the last (whose
-        # next frame is the forecaster's first): deep supervision of the encoder.
-        guesses = self._logits(jnp.concatenate(encoder_outputs, axis=-1)[:, :-1])
-        return future, depth_to_space(guesses, self.patch_size)
+        return depth_to_space(jnp.stack(logits, axis=1), self.patch_size)
