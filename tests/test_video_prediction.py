@@ -156,6 +156,29 @@ def test_moving_digits_smoke_run(tmp_path):
     assert 0 < test["baseline_zeros_mse"] and test["baseline_mean_mse"] < test["baseline_zeros_mse"]
 
 
+def test_context_loss_weight_adds_the_encoder_next_frame_loss():
+    config = moving_digits.get_config("smoke")
+    config.train.context_loss_weight = 0.5
+    task = video_prediction.VideoPredictionTask(config)
+    model = VideoPredictor(1, patch_size=4, hidden_channels=(4,), rngs=nnx.Rngs(0))
+    cfg = config.dataset
+    steps = cfg.context_frames + cfg.future_frames
+    frames = np.random.default_rng(0).integers(0, 256, (2, steps, 16, 16, 1), dtype=np.uint8)
+    loss, metrics = task.loss(model, {"frames": jnp.asarray(frames)})
+    video = frames.astype(np.float32) / 255.0
+    context, future = video[:, : cfg.context_frames], video[:, cfg.context_frames :]
+    logits, guesses = model(jnp.asarray(context), cfg.future_frames, return_context_logits=True)
+
+    def bce(x, t):  # mean over everything of max(x, 0) - x t + log(1 + e^-|x|)
+        x = np.asarray(x, np.float64)
+        return float(np.mean(np.maximum(x, 0) - x * t + np.log1p(np.exp(-np.abs(x)))))
+
+    expected_future, expected_context = bce(logits, future), bce(guesses, context[:, 1:])
+    np.testing.assert_allclose(float(metrics["future_loss"]), expected_future, rtol=1e-5)
+    np.testing.assert_allclose(float(metrics["context_loss"]), expected_context, rtol=1e-5)
+    np.testing.assert_allclose(float(loss), expected_future + 0.5 * expected_context, rtol=1e-5)
+
+
 def test_full_configs_share_fields_with_smoke():
     for module in (moving_digits, moving_mnist_tfds):
         full, smoke = module.get_config(), module.get_config("smoke")
