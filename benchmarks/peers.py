@@ -138,7 +138,11 @@ def build_flax_nnx(case: Case) -> Runner:
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
 
     def apply(params, x, lengths):
-        carry, y = nnx.merge(graphdef, params, rest)(x, seq_lengths=lengths)
+        # A zero initial carry passed in: nnx.RNN would otherwise draw it from an Rngs
+        # stream, which cannot be advanced inside jax.jit's trace.
+        carry0 = jnp.zeros((x.shape[0], case.hidden), x.dtype)
+        rnn = nnx.merge(graphdef, params, rest)
+        carry, y = rnn(x, initial_carry=carry0, seq_lengths=lengths)
         return y, carry
 
     return _jax_runner(apply, params, case)

@@ -1,0 +1,40 @@
+"""The benchmark harness runs every peer (a tiny case, so a broken peer shows up here rather
+than halfway through `make bench`). Nothing here is about speed."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from benchmarks.peers import PEERS, Case
+from benchmarks.run import recurrent_gflop, run_case
+
+TINY = dict(batch=4, steps=3, features=2, hidden=8)
+
+
+@pytest.mark.parametrize("mode", ["train", "infer"])
+def test_every_peer_runs_a_tiny_case(mode):
+    case = Case(name="long", mode=mode, loss="all", **TINY)
+    rows = run_case(case, list(PEERS), rounds=1)
+    by_impl = {row["impl"]: row for row in rows}
+    expected = set(PEERS) | ({"gru_jax_remat"} if mode == "train" else set())
+    assert set(by_impl) == expected
+    for impl, row in by_impl.items():
+        assert "skipped" not in row, f"{impl}: {row.get('skipped')}"
+        assert row["median_ms"] > 0 and row["samples"] >= 1
+        assert {k: row[k] for k in dataclasses.asdict(case)} == dataclasses.asdict(case)
+    assert by_impl["gru_jax"]["memory_mb"] is not None
+
+
+def test_unsupported_cases_are_reported_as_skipped_not_dropped():
+    case = Case(name="bidir", mode="infer", num_layers=2, bidirectional=True, **TINY)
+    rows = {row["impl"]: row for row in run_case(case, ["gru_jax", "flax_nnx"], rounds=1)}
+    assert "NotImplementedError" in rows["flax_nnx"]["skipped"]
+    assert rows["gru_jax"]["median_ms"] > 0
+
+
+def test_recurrent_flops_count():
+    case = Case(name="x", mode="infer", batch=2, steps=5, features=1, hidden=3)
+    assert np.isclose(recurrent_gflop(case) * 1e9, 2 * 2 * 3 * 9 * 5)
+    both = dataclasses.replace(case, mode="train", num_layers=2, bidirectional=True)
+    assert np.isclose(recurrent_gflop(both) * 1e9, 2 * 2 * 3 * 9 * 5 * 2 * 2 * 3)
