@@ -19,6 +19,11 @@ free at training time as at test time). A ``kernel_size`` convolution over the
 concatenated states of all forecaster layers gives ``patch_size² · channels`` logits per
 grid cell, put back in place by depth-to-space.
 
+With ``forecaster='shared'`` there is no second stack: the encoder's cells run on past the
+context, each step reading the previous prediction, and the head reads the encoder's
+states at every step (the classic next-frame predictor; ``return_context_logits`` then
+gives the same head's guesses during the context, for ``train.context_loss_weight``).
+
 The encoder scans with :class:`gru_jax.ConvGRU` (unrolled for short sequences); the
 forecaster steps :class:`gru_jax.ConvGRUCell`'s functions in a Python loop (its input at
 step t depends on its output at t-1), which XLA sees unrolled too.
