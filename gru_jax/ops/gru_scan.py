@@ -93,22 +93,12 @@ def gru_scan(
             hoist_inputs=resolve_hoist(hoist_inputs, inputs.shape[-1]),
             return_gates=return_gates,
         )
-    plan = make_plan(
-        inputs.shape,
-        initial_carry.shape[-1],
-        (bool(reverse),),
-        reset_after=reset_after,
-        time_major=time_major,
-        unroll=unroll,
-        compute_dtype=compute_dtype,
-        hoist_inputs=hoist_inputs,
-        chunk_size=chunk_size,
-        batch_groups=batch_groups,
-        remat=remat,
-        save_gates=save_gates,
-    )
-    lengths = None if seq_lengths is None else seq_lengths.astype(jnp.int32)
-    h_last, outputs = gru_sequence((weights,), inputs, initial_carry[None], lengths, plan)
+    h_last, outputs = _run_kernel(
+        (weights,), inputs, initial_carry[None], seq_lengths, (bool(reverse),),
+        reset_after=reset_after, time_major=time_major, unroll=unroll,
+        compute_dtype=compute_dtype, hoist_inputs=hoist_inputs, chunk_size=chunk_size,
+        batch_groups=batch_groups, remat=remat, save_gates=save_gates,
+    )  # fmt: skip
     return h_last[0], outputs
 
 
@@ -153,22 +143,19 @@ def bidirectional_gru_scan(
             backward_weights, inputs, initial_carries[1], seq_lengths, reverse=True, **options
         )
         return (carry_f, carry_b), jnp.concatenate([y_f, y_b], axis=-1)
-    plan = make_plan(
-        inputs.shape,
-        initial_carries[0].shape[-1],
-        (False, True),
-        reset_after=reset_after,
-        time_major=time_major,
-        unroll=unroll,
-        compute_dtype=compute_dtype,
-        hoist_inputs=hoist_inputs,
-        chunk_size=chunk_size,
-        batch_groups=batch_groups,
-        remat=remat,
-        save_gates=save_gates,
-    )
-    lengths = None if seq_lengths is None else seq_lengths.astype(jnp.int32)
     h0 = jnp.stack([c.astype(jnp.float32) for c in initial_carries])
-    weights = (forward_weights, backward_weights)
-    h_last, outputs = gru_sequence(weights, inputs, h0, lengths, plan)
+    h_last, outputs = _run_kernel(
+        (forward_weights, backward_weights), inputs, h0, seq_lengths, (False, True),
+        reset_after=reset_after, time_major=time_major, unroll=unroll,
+        compute_dtype=compute_dtype, hoist_inputs=hoist_inputs, chunk_size=chunk_size,
+        batch_groups=batch_groups, remat=remat, save_gates=save_gates,
+    )  # fmt: skip
     return (h_last[0], h_last[1]), outputs
+
+
+def _run_kernel(weights, inputs, h0, seq_lengths, directions, **options):
+    """The fast kernel over ``directions`` (one reverse flag per direction, one
+    ``GRUWeights`` each) from states ``h0 f32[D, B, H]``; ``options`` are the plan's."""
+    plan = make_plan(inputs.shape, h0.shape[-1], directions, **options)
+    lengths = None if seq_lengths is None else seq_lengths.astype(jnp.int32)
+    return gru_sequence(weights, inputs, h0, lengths, plan)
