@@ -39,8 +39,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.hidden_channels = (32, 32)  # state channels of each encoder/forecaster layer
     config.model.kernel_size = 3  # ConvGRU convolution window
     config.model.head_kernel_size = 3  # window of the states -> logits convolution
+    config.model.head_hidden_channels = 0  # 0: one linear head conv; >0: conv-GELU-conv
     config.model.forecaster_input = "zeros"  # 'zeros' | 'prediction' (previous frame)
     config.model.forecaster = "separate"  # 'separate' weights | 'shared' (encoder runs on)
+    config.model.output = "pixels"  # 'pixels' (head draws) | 'advection' (moves last frame)
+    config.model.advection_kernel_size = 9  # advection window: reaches 4 px per frame
+    config.model.frame_differences = False  # encoder also reads frame_t - frame_(t-1)
     config.model.dtype = "float32"  # convolution operand dtype: 'float32' | 'bfloat16'
 
     config.optimizer = common.optimizer()  # fields documented in configs/common.py

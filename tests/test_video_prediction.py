@@ -6,6 +6,7 @@ import importlib.util
 import json
 import os
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -21,7 +22,12 @@ from experiments.tasks.video_prediction import (
 )
 from experiments.trainer import train_and_evaluate
 from gru_jax.models import VideoPredictor
-from gru_jax.models.video_predictor import depth_to_space, space_to_depth
+from gru_jax.models.video_predictor import (
+    ADVECTION_EPS,
+    advect,
+    depth_to_space,
+    space_to_depth,
+)
 
 HAS_TENSORFLOW = importlib.util.find_spec("tensorflow") is not None
 REQUIRED = {
@@ -70,6 +76,102 @@ def test_context_logits_are_next_frame_guesses_and_shared_forecaster_continues_t
     sep_future, sep_guesses = separate(frames[:, :5], 3, return_context_logits=True)
     assert sep_guesses.shape == guesses.shape
     assert float(jnp.abs(sep_future[:, 0] - separate(frames[:, :6], 1, True)[1][:, 4]).max()) > 0
+
+
+def test_nonlinear_head_is_conv_gelu_conv_on_the_concatenated_states():
+    model = VideoPredictor(
+        1, patch_size=2, hidden_channels=(3, 5), head_kernel_size=3, head_hidden_channels=7,
+        rngs=nnx.Rngs(0),
+    )  # fmt: skip
+    assert model.head_hidden.out_features == 7 and model.head.in_features == 7
+    states = jnp.asarray(np.random.default_rng(1).normal(size=(2, 4, 6, 6, 8)), jnp.float32)
+    flat = states.reshape(8, 6, 6, 8)
+    expected = model.head(jax.nn.gelu(model.head_hidden(flat))).reshape(2, 4, 6, 6, 4)
+    np.testing.assert_allclose(model._logits(states), expected, rtol=1e-6, atol=1e-6)
+    assert model(jnp.zeros((2, 3, 12, 12, 1)), 2).shape == (2, 2, 12, 12, 1)
+    assert VideoPredictor(1, hidden_channels=(3,), rngs=nnx.Rngs(0)).head_hidden is None
+    with pytest.raises(ValueError, match="head_hidden_channels must be >= 0, got -1"):
+        VideoPredictor(1, head_hidden_channels=-1, rngs=nnx.Rngs(0))
+
+
+def test_advect_matches_a_loop_over_pixels_and_offsets():
+    rng = np.random.default_rng(0)
+    frames = rng.uniform(size=(2, 4, 6, 2)).astype(np.float32)
+    ky, kx = rng.uniform(size=(2, 2, 2, 2, 3)).astype(np.float32)  # 2x2 cells of 2x3 px
+    ky, kx = ky / ky.sum(-1, keepdims=True), kx / kx.sum(-1, keepdims=True)
+    vertical = np.zeros_like(frames)
+    for b, y, x, d in np.ndindex(2, 4, 6, 3):
+        if 0 <= y + d - 1 < 4:
+            vertical[b, y, x] += ky[b, y // 2, x // 3, d] * frames[b, y + d - 1, x]
+    expected = np.zeros_like(frames)
+    for b, y, x, d in np.ndindex(2, 4, 6, 3):
+        if 0 <= x + d - 1 < 6:
+            expected[b, y, x] += kx[b, y // 2, x // 3, d] * vertical[b, y, x + d - 1]
+    moved = advect(jnp.asarray(frames), jnp.asarray(ky), jnp.asarray(kx))
+    np.testing.assert_allclose(moved, expected, atol=1e-6)
+    # One-hot kernels at offsets (dy, dx) = (-1, +1): content moves one pixel down-left.
+    up, right = np.zeros((2, 2, 2, 3), np.float32), np.zeros((2, 2, 2, 3), np.float32)
+    up[..., 0], right[..., 2] = 1.0, 1.0
+    moved = np.asarray(advect(jnp.asarray(frames), jnp.asarray(up), jnp.asarray(right)))
+    np.testing.assert_allclose(moved[:, 1:, :-1], frames[:, :-1, 1:], atol=1e-6)
+    np.testing.assert_allclose(moved[:, 0], 0.0)
+    np.testing.assert_allclose(moved[:, :, -1], 0.0)
+    with pytest.raises(ValueError, match="do not tile frames"):
+        advect(jnp.asarray(frames), jnp.zeros((2, 3, 2, 3)), jnp.zeros((2, 3, 2, 3)))
+
+
+def test_advection_output_moves_the_last_frame_and_mixes_with_the_drawn_frame():
+    model = VideoPredictor(
+        1, patch_size=4, hidden_channels=(4, 4), output="advection",
+        forecaster_input="prediction", rngs=nnx.Rngs(0),
+    )  # fmt: skip
+    context = jnp.asarray(np.random.default_rng(2).uniform(size=(2, 3, 16, 16, 1)), jnp.float32)
+    logits = model(context, 3)
+    assert logits.shape == (2, 3, 16, 16, 1)
+    predicted = jax.nn.sigmoid(logits)
+    assert float(predicted.min()) >= ADVECTION_EPS * 0.99
+    assert float(predicted.max()) <= 1 - ADVECTION_EPS * 0.99
+    # The first predicted frame, rebuilt from the same pieces by hand.
+    states, _ = model.encode(context)
+    cells, fresh = list(model.forecaster), []
+    x = space_to_depth(context[:, -1], 4)
+    for cell, state in zip(cells, states):
+        x = cell(state, x)[0]
+        fresh.append(x)
+    stacked = jnp.concatenate(fresh, axis=-1)
+    kernels = model.kernel_head(stacked)  # 9 vertical then 9 horizontal logits per cell
+    ky, kx = jax.nn.softmax(kernels[..., :9], -1), jax.nn.softmax(kernels[..., 9:], -1)
+    mask = jax.nn.sigmoid(depth_to_space(model.mask_head(stacked), 4))
+    drawn = jax.nn.sigmoid(depth_to_space(model.head(stacked), 4))
+    first = mask * advect(context[:, -1], ky, kx) + (1 - mask) * drawn
+    np.testing.assert_allclose(
+        predicted[:, 0], ADVECTION_EPS + (1 - 2 * ADVECTION_EPS) * first, atol=2e-5
+    )
+    with pytest.raises(ValueError, match="needs forecaster='separate'"):
+        VideoPredictor(1, output="advection", forecaster="shared", rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="advection_kernel_size must be a positive odd int"):
+        VideoPredictor(1, output="advection", advection_kernel_size=4, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="unknown output 'flow'"):
+        VideoPredictor(1, output="flow", rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="not available with output='advection'"):
+        model(context, 2, return_context_logits=True)
+
+
+def test_frame_differences_feed_the_encoder_each_frame_and_its_change():
+    model = VideoPredictor(
+        1, patch_size=2, hidden_channels=(3,), frame_differences=True, rngs=nnx.Rngs(0)
+    )
+    assert model.encoder[0].in_channels == 8  # 4 patch pixels + their 4 differences
+    context = jnp.asarray(np.random.default_rng(3).uniform(size=(2, 4, 6, 6, 1)), jnp.float32)
+    patches = space_to_depth(context, 2)
+    changes = jnp.concatenate([jnp.zeros_like(patches[:, :1]), jnp.diff(patches, axis=1)], 1)
+    expected = model.encoder[0](jnp.concatenate([patches, changes], -1), return_carry=True)
+    states, outputs = model.encode(context)
+    np.testing.assert_allclose(states[0], expected[0], atol=1e-6)
+    np.testing.assert_allclose(outputs[0], expected[1], atol=1e-6)
+    assert model(context, 2).shape == (2, 2, 6, 6, 1)
+    with pytest.raises(ValueError, match="frame_differences=True needs forecaster='separate'"):
+        VideoPredictor(1, frame_differences=True, forecaster="shared", rngs=nnx.Rngs(0))
 
 
 def test_video_predictor_rejects_bad_inputs():

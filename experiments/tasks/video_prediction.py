@@ -175,8 +175,12 @@ class VideoPredictionTask(Task):
             hidden_channels=tuple(cfg.hidden_channels),
             kernel_size=cfg.kernel_size,
             head_kernel_size=cfg.head_kernel_size,
+            head_hidden_channels=cfg.head_hidden_channels,
             forecaster_input=cfg.forecaster_input,
             forecaster=cfg.forecaster,
+            output=cfg.output,
+            advection_kernel_size=cfg.advection_kernel_size,
+            frame_differences=cfg.frame_differences,
             dtype=jnp.dtype(cfg.dtype),
             rngs=rngs,
         )
