@@ -26,6 +26,7 @@ from gru_jax.models.video_predictor import (
     ADVECTION_EPS,
     advect,
     depth_to_space,
+    matching_costs,
     space_to_depth,
 )
 
@@ -159,7 +160,7 @@ def test_advection_output_moves_the_last_frame_and_mixes_with_the_drawn_frame():
 
 def test_frame_differences_feed_the_encoder_each_frame_and_its_change():
     model = VideoPredictor(
-        1, patch_size=2, hidden_channels=(3,), frame_differences=True, rngs=nnx.Rngs(0)
+        1, patch_size=2, hidden_channels=(3,), motion_input="differences", rngs=nnx.Rngs(0)
     )
     assert model.encoder[0].in_channels == 8  # 4 patch pixels + their 4 differences
     context = jnp.asarray(np.random.default_rng(3).uniform(size=(2, 4, 6, 6, 1)), jnp.float32)
@@ -170,8 +171,39 @@ def test_frame_differences_feed_the_encoder_each_frame_and_its_change():
     np.testing.assert_allclose(states[0], expected[0], atol=1e-6)
     np.testing.assert_allclose(outputs[0], expected[1], atol=1e-6)
     assert model(context, 2).shape == (2, 2, 6, 6, 1)
-    with pytest.raises(ValueError, match="frame_differences=True needs forecaster='separate'"):
-        VideoPredictor(1, frame_differences=True, forecaster="shared", rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="motion_input='differences' needs forecaster='sep"):
+        VideoPredictor(1, motion_input="differences", forecaster="shared", rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="unknown motion_input 'flow'"):
+        VideoPredictor(1, motion_input="flow", rngs=nnx.Rngs(0))
+
+
+def test_matching_costs_by_hand_and_zero_at_the_true_displacement():
+    rng = np.random.default_rng(4)
+    frames = rng.uniform(size=(1, 2, 4, 4, 1)).astype(np.float32)
+    costs = np.asarray(matching_costs(jnp.asarray(frames), 2, 1))
+    assert costs.shape == (1, 2, 2, 2, 9)
+    padded = np.pad(frames[0, 0, :, :, 0], 1)
+    for cy, cx, oy, ox in np.ndindex(2, 2, 3, 3):
+        diffs = [
+            (frames[0, 1, y, x, 0] - padded[y + oy, x + ox]) ** 2
+            for y in range(2 * cy, 2 * cy + 2)
+            for x in range(2 * cx, 2 * cx + 2)
+        ]
+        np.testing.assert_allclose(costs[0, 1, cy, cx, oy * 3 + ox], np.mean(diffs), rtol=1e-5)
+    np.testing.assert_allclose(costs[0, 0, ..., 4], 0.0)  # frame 0 against itself
+    # A blob that moves 2 px right and 1 px down between frames: cost 0 at offset (-1, -2).
+    video = np.zeros((1, 2, 16, 16, 1), np.float32)
+    video[0, 0, 5:9, 4:8] = 1.0
+    video[0, 1, 6:10, 6:10] = 1.0
+    costs = np.asarray(matching_costs(jnp.asarray(video), 4, 2))
+    best = costs[0, 1, 1, 1].argmin()  # the cell with pixels 4..7 x 4..7, inside the blob
+    assert divmod(int(best), 5) == (2 - 1, 2 - 2)
+    model = VideoPredictor(
+        1, patch_size=4, hidden_channels=(3,), motion_input="matching", matching_radius=2,
+        motion_channels=5, rngs=nnx.Rngs(0),
+    )  # fmt: skip
+    assert model.encoder[0].in_channels == 16 + 5
+    assert model(jnp.asarray(video), 2).shape == (1, 2, 16, 16, 1)
 
 
 def test_video_predictor_rejects_bad_inputs():

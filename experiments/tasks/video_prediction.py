@@ -180,7 +180,9 @@ class VideoPredictionTask(Task):
             forecaster=cfg.forecaster,
             output=cfg.output,
             advection_kernel_size=cfg.advection_kernel_size,
-            frame_differences=cfg.frame_differences,
+            motion_input=cfg.motion_input,
+            matching_radius=cfg.matching_radius,
+            motion_channels=cfg.motion_channels,
             dtype=jnp.dtype(cfg.dtype),
             rngs=rngs,
         )

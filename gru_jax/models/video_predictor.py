@@ -45,6 +45,8 @@ Array = jax.Array
 FORECASTER_INPUTS = ("zeros", "prediction")
 FORECASTERS = ("separate", "shared")
 OUTPUTS = ("pixels", "advection")
+MOTION_INPUTS = ("none", "differences", "matching")
+MATCHING_TEMPERATURE = 0.02  # softmax temperature over the matching costs (mean sq. diff.)
 ADVECTION_EPS = 1e-4  # predicted intensities are squeezed into [eps, 1 - eps] for the logits
 
 
@@ -84,6 +86,29 @@ def advect(frames: Array, kernels_y: Array, kernels_x: Array) -> Array:
         return out.reshape(x.shape)
 
     return one_pass(one_pass(frames, kernels_y, 1), kernels_x, 2)
+
+
+def matching_costs(frames: Array, patch_size: int, radius: int) -> Array:
+    """Block matching of consecutive frames (a cost volume, as in optical-flow networks).
+
+    ``frames f32[B, T, H, W, C]`` → ``f32[B, T, H/p, W/p, (2r+1)²]``: for every
+    ``p × p`` cell of frame ``t`` and every offset ``(oy, ox)`` in ``[-r, r]²``
+    (row-major), the mean over the cell's pixels and channels of
+    ``(frame_t[y, x] - frame_(t-1)[y + oy, x + ox])²`` (zeros outside the frame; frame 0
+    is matched against itself). A digit that moved by ``(vy, vx)`` costs ~0 at offset
+    ``(-vy, -vx)``.
+    """
+    batch, steps, height, width, channels = frames.shape
+    p, window = patch_size, 2 * radius + 1
+    previous = jnp.concatenate([frames[:, :1], frames[:, :-1]], axis=1)
+    padded = jnp.pad(previous, ((0, 0), (0, 0), (radius, radius), (radius, radius), (0, 0)))
+    costs = []
+    for dy in range(window):
+        for dx in range(window):
+            squared = (frames - padded[:, :, dy : dy + height, dx : dx + width]) ** 2
+            cells = squared.reshape(batch, steps, height // p, p, width // p, p, channels)
+            costs.append(cells.mean(axis=(3, 5, 6)))
+    return jnp.stack(costs, axis=-1)
 
 
 def space_to_depth(frames: Array, patch_size: int) -> Array:
@@ -138,8 +163,15 @@ class VideoPredictor(nnx.Module):
         of that intensity squeezed into [1e-4, 1 - 1e-4]).
       advection_kernel_size: window of the advection kernels (odd; must span the motion
         per frame: 9 reaches 4 pixels).
-      frame_differences: the encoder reads each context frame's patches together with
-        their change since the previous frame (motion made explicit for the first layer).
+      motion_input: what the encoder reads besides each context frame's patches:
+        ``'none'``; ``'differences'`` (the patches' change since the previous frame); or
+        ``'matching'`` (block matching against the previous frame, :func:`matching_costs`
+        over ``[-matching_radius, matching_radius]²``, turned into a distribution over
+        offsets by a softmax of ``-cost / 0.02`` and projected by a learned 1×1
+        convolution to ``motion_channels`` channels): motion made explicit for the first
+        layer, which otherwise has to compare each frame with its own memory of the last.
+      matching_radius: largest displacement (pixels per frame) block matching looks for.
+      motion_channels: channels of the projected matching distribution.
       dtype: convolution operand dtype (None: float32); states stay float32.
       rngs: ``nnx.Rngs`` with a ``params`` stream.
     """
@@ -157,7 +189,9 @@ class VideoPredictor(nnx.Module):
         forecaster: str = "separate",
         output: str = "pixels",
         advection_kernel_size: int = 9,
-        frame_differences: bool = False,
+        motion_input: str = "none",
+        matching_radius: int = 4,
+        motion_channels: int = 16,
         dtype: Any = None,
         rngs: nnx.Rngs,
     ):
@@ -174,8 +208,17 @@ class VideoPredictor(nnx.Module):
             raise ValueError(f"unknown output {output!r}: expected one of {', '.join(OUTPUTS)}")
         if output == "advection" and forecaster == "shared":
             raise ValueError("output='advection' needs forecaster='separate'")
-        if frame_differences and forecaster == "shared":
-            raise ValueError("frame_differences=True needs forecaster='separate'")
+        if motion_input not in MOTION_INPUTS:
+            raise ValueError(
+                f"unknown motion_input {motion_input!r}: expected one of {', '.join(MOTION_INPUTS)}"
+            )
+        if motion_input != "none" and forecaster == "shared":
+            raise ValueError(f"motion_input={motion_input!r} needs forecaster='separate'")
+        if matching_radius < 1 or motion_channels < 1:
+            raise ValueError(
+                f"matching_radius and motion_channels must be >= 1, got {matching_radius}, "
+                f"{motion_channels}"
+            )
         if advection_kernel_size < 1 or advection_kernel_size % 2 == 0:
             raise ValueError(
                 f"advection_kernel_size must be a positive odd int, got {advection_kernel_size}"
@@ -193,8 +236,17 @@ class VideoPredictor(nnx.Module):
         self.shared = forecaster == "shared"
         patch_features = patch_size * patch_size * channels
         inputs = (patch_features, *hidden_channels[:-1])
-        self.frame_differences = frame_differences
-        encoder_inputs = (patch_features * (1 + frame_differences), *hidden_channels[:-1])
+        self.motion_input = motion_input
+        self.matching_radius = matching_radius
+        extra = {"none": 0, "differences": patch_features, "matching": motion_channels}
+        encoder_inputs = (patch_features + extra[motion_input], *hidden_channels[:-1])
+        self.motion_projection = (
+            nnx.Conv(
+                (2 * matching_radius + 1) ** 2, motion_channels, (1, 1), dtype=dtype, rngs=rngs
+            )
+            if motion_input == "matching"
+            else None
+        )
         self.encoder = nnx.List(
             [
                 ConvGRU(i, h, kernel_size, dtype=dtype, rngs=rngs)
@@ -225,8 +277,15 @@ class VideoPredictor(nnx.Module):
         """``(final states, outputs)`` of the encoder layers: per layer
         f32[batch, h, w, hidden_l] and f32[batch, T_in, h, w, hidden_l]."""
         x = space_to_depth(context, self.patch_size)
-        if self.frame_differences:  # each frame minus the one before (zeros for the first)
+        if self.motion_input == "differences":  # zeros for the first frame
             x = jnp.concatenate([x, x - jnp.concatenate([x[:, :1], x[:, :-1]], axis=1)], -1)
+        elif self.motion_input == "matching":
+            costs = matching_costs(
+                context.astype(jnp.float32), self.patch_size, self.matching_radius
+            )
+            offsets = jax.nn.softmax(-costs / MATCHING_TEMPERATURE, axis=-1)
+            motion = self.motion_projection(offsets.reshape(-1, *offsets.shape[2:]))
+            x = jnp.concatenate([x, motion.reshape(*x.shape[:2], *motion.shape[1:])], -1)
         states, outputs = [], []
         for layer in self.encoder:
             carry, x = layer(x, return_carry=True)
