@@ -1,7 +1,7 @@
 """Video prediction with a ConvGRU encoder-forecaster (Shi et al. 2015, with GRU cells).
 
 Frames are cut into ``patch_size × patch_size`` patches stacked on the channel axis
-(space-to-depth: 64×64×1 → 16×16×16 for patches of 4), so every recurrent convolution
+(space-to-depth: 64×64×1 → 8×8×64 for patches of 8), so every recurrent convolution
 runs on a small grid with a receptive field ``patch_size`` times larger. Then::
 
     context frames ─► encoder ConvGRU 1 ─► encoder ConvGRU 2 ─► ...     (over the context)
@@ -17,7 +17,20 @@ information) or the previous frame (``'prediction'``: the last context frame at 
 step, then the model's own previous prediction, ``sigmoid(logits)``, so the forecaster runs
 free at training time as at test time). A ``kernel_size`` convolution over the
 concatenated states of all forecaster layers gives ``patch_size² · channels`` logits per
-grid cell, put back in place by depth-to-space.
+grid cell, put back in place by depth-to-space (``output='pixels'``: the head draws the
+frame; ``head_hidden_channels`` makes it conv-GELU-conv).
+
+With ``output='advection'`` (dynamic neural advection, Finn et al. 2016) the head's drawing
+is only one of two sources: the states also give, per grid cell, a vertical and a
+horizontal softmax kernel that move the pixels of the previous frame (the last context
+frame, then the model's own prediction; :func:`advect`), and a per-pixel mask that mixes
+the moved frame with the drawn one. Rigid motion then costs the states only a kernel per
+cell instead of every pixel's value: on moving digits this learned about twice as fast per
+training minute (``docs/video_experiments.md``).
+
+The encoder's first layer can also read explicit motion (``motion_input``): frame
+differences, or a block-matching cost volume against the previous frame
+(:func:`matching_costs`).
 
 With ``forecaster='shared'`` there is no second stack: the encoder's cells run on past the
 context, each step reading the previous prediction, and the head reads the encoder's
