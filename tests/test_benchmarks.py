@@ -38,3 +38,23 @@ def test_recurrent_flops_count():
     assert np.isclose(recurrent_gflop(case) * 1e9, 2 * 2 * 3 * 9 * 5)
     both = dataclasses.replace(case, mode="train", num_layers=2, bidirectional=True)
     assert np.isclose(recurrent_gflop(both) * 1e9, 2 * 2 * 3 * 9 * 5 * 2 * 2 * 3)
+
+
+def test_step_forms_compute_the_same_gru_as_a_numpy_loop():
+    """The four forms timed by benchmarks/step_forms.py are one GRU (reset-after form),
+    equal to the equations evaluated step by step in NumPy."""
+    from benchmarks.step_forms import arguments, forms
+
+    x, w_i, w_h, b, b_hn = (np.asarray(a, np.float64) for a in arguments(3, 5, 4, 6))
+    sigmoid = lambda v: 1 / (1 + np.exp(-v))  # noqa: E731
+    h, reference = np.zeros((3, 6)), []
+    for xt in x:
+        xi, hh = xt @ w_i + b, h @ w_h
+        r = sigmoid(xi[:, :6] + hh[:, :6])
+        z = sigmoid(xi[:, 6:12] + hh[:, 6:12])
+        n = np.tanh(xi[:, 12:] + r * (hh[:, 12:] + b_hn))
+        h = (1 - z) * n + z * h
+        reference.append(h)
+    for name, f in forms(6).items():
+        y = np.asarray(f(*(np.float32(a) for a in (x, w_i, w_h, b, b_hn))))
+        np.testing.assert_allclose(y, np.stack(reference), atol=2e-5, err_msg=name)
