@@ -168,12 +168,11 @@ class VideoPredictor(nnx.Module):
         reads the context, then its own predictions; ``forecaster_input`` is unused).
       output: ``'pixels'`` (the head draws each predicted frame) or ``'advection'``
         (Finn et al. 2016's DNA: for every grid cell the states give a vertical and a
-        horizontal ``advection_kernel_size`` kernel (see :func:`advect`) that move the
-        pixels of the previous frame,
-        the last context frame at the first step and the model's own prediction after it,
-        and a per-pixel mask mixes the moved frame with the head's drawn frame; the
-        prediction is ``mask · moved + (1 - mask) · sigmoid(head)``, returned as logits
-        of that intensity squeezed into [1e-4, 1 - 1e-4]).
+        horizontal ``advection_kernel_size`` kernel, see :func:`advect`, that move the
+        pixels of the previous frame, i.e. the last context frame at the first step and
+        the model's own prediction after it; a per-pixel mask mixes the moved frame with
+        the head's drawn frame: ``mask · moved + (1 - mask) · sigmoid(head)``, returned
+        as the logits of that intensity squeezed into [1e-4, 1 - 1e-4]).
       advection_kernel_size: window of the advection kernels (odd; must span the motion
         per frame: 9 reaches 4 pixels).
       motion_input: what the encoder reads besides each context frame's patches:
