@@ -387,11 +387,9 @@ class VideoPredictor(nnx.Module):
         """One predicted frame f32[B, H, W, C] in [0, 1]: ``frame`` moved by the states'
         per-cell kernels, mixed per pixel with the drawn frame ``sigmoid(drawn_logits)``."""
         p = self.patch_size
-        kernels = self.kernel_head(states).astype(jnp.float32)
-        kernels_y, kernels_x = jnp.split(
-            jax.nn.softmax(kernels.reshape(*kernels.shape[:-1], 2, -1), axis=-1), 2, axis=-2
-        )
-        moved = advect(frame, kernels_y[..., 0, :], kernels_x[..., 0, :])
+        logits = self.kernel_head(states).astype(jnp.float32)  # [vertical | horizontal]
+        kernels = jax.nn.softmax(logits.reshape(*logits.shape[:-1], 2, -1), axis=-1)
+        moved = advect(frame, kernels[..., 0, :], kernels[..., 1, :])
         mask = jax.nn.sigmoid(depth_to_space(self.mask_head(states).astype(jnp.float32), p))
         drawn = jax.nn.sigmoid(depth_to_space(drawn_logits, p))
         return mask * moved + (1 - mask) * drawn
