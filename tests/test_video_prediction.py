@@ -22,13 +22,14 @@ from experiments.tasks.video_prediction import (
 )
 from experiments.trainer import train_and_evaluate
 from gru_jax.models import VideoPredictor
-from gru_jax.models.video_predictor import (
-    ADVECTION_EPS,
+from gru_jax.models.video_ops import (
     advect,
     depth_to_space,
     matching_costs,
+    matching_prior,
     space_to_depth,
 )
+from gru_jax.models.video_predictor import ADVECTION_EPS
 
 HAS_TENSORFLOW = importlib.util.find_spec("tensorflow") is not None
 REQUIRED = {
@@ -346,3 +347,85 @@ def test_moving_mnist_tfds_without_tensorflow_is_a_one_line_error(tmp_path):
     with pytest.raises(ValueError, match="moving_mnist.*tensorflow") as error:
         train_and_evaluate(config, str(tmp_path))
     assert "\n" not in str(error.value)
+
+
+def test_matching_prior_points_the_kernels_back_along_the_seen_motion():
+    rng = np.random.default_rng(4)
+    previous = np.zeros((1, 48, 48, 1), np.float32)
+    blob = rng.uniform(0.2, 1.0, size=(10, 10))
+    previous[0, 8:18, 8:18, 0] = blob
+    current = np.zeros_like(previous)
+    current[0, 10:20, 7:17, 0] = blob  # moved 2 px down, 1 px left
+    log_y, log_x = matching_prior(jnp.asarray(previous), jnp.asarray(current), 8, 4)
+    assert log_y.shape == log_x.shape == (1, 6, 6, 9)
+    prob_y, prob_x = np.exp(log_y), np.exp(log_x)
+    # Kernel tap d pulls from offset d - 4: content that moved by (+2, -1) is pulled
+    # from (-2, +1), taps 2 and 5, in the blob's cells and (spread) their neighbours.
+    for cy, cx in [(1, 1), (1, 2), (2, 1), (2, 2), (0, 0), (3, 2)]:
+        assert prob_y[0, cy, cx].argmax() == 2 and prob_x[0, cy, cx].argmax() == 5
+        assert prob_y[0, cy, cx, 2] > 0.5 and prob_x[0, cy, cx, 5] > 0.5
+    # Two cells or more from any content the prior is flat.
+    np.testing.assert_allclose(prob_y[0, 4:, 4:], 1 / 9, rtol=1e-2)
+    np.testing.assert_allclose(prob_x[0, 4:, 4:], 1 / 9, rtol=1e-2)
+    # Moving the previous frame by the prior's most likely kernels rebuilds the current one.
+    one_hot_y = jax.nn.one_hot(log_y.argmax(-1), 9)
+    one_hot_x = jax.nn.one_hot(log_x.argmax(-1), 9)
+    np.testing.assert_allclose(advect(jnp.asarray(previous), one_hot_y, one_hot_x), current)
+
+
+def test_advection_prior_adds_the_matching_logits_to_the_kernel_head():
+    model = VideoPredictor(
+        1, patch_size=4, hidden_channels=(4,), output="advection", advection_prior="matching",
+        advection_kernel_size=5, matching_radius=2, rngs=nnx.Rngs(0),
+    )  # fmt: skip
+    context = jnp.asarray(np.random.default_rng(5).uniform(size=(2, 3, 16, 16, 1)), jnp.float32)
+    predicted = jax.nn.sigmoid(model(context, 2))
+    states, _ = model.encode(context)
+    state = model.forecaster[0](states[0], jnp.zeros((2, 4, 4, 16)))[0]
+    logits = model.kernel_head(state).reshape(2, 4, 4, 2, 5)
+    log_y, log_x = matching_prior(context[:, -2], context[:, -1], 4, 2)
+    ky = jax.nn.softmax(logits[..., 0, :] + log_y, -1)
+    kx = jax.nn.softmax(logits[..., 1, :] + log_x, -1)
+    mask = jax.nn.sigmoid(depth_to_space(model.mask_head(state), 4))
+    drawn = jax.nn.sigmoid(depth_to_space(model.head(state), 4))
+    first = mask * advect(context[:, -1], ky, kx) + (1 - mask) * drawn
+    np.testing.assert_allclose(
+        predicted[:, 0], ADVECTION_EPS + (1 - 2 * ADVECTION_EPS) * first, atol=2e-5
+    )
+    with pytest.raises(ValueError, match="advection_kernel_size == 2 \\* matching_radius"):
+        VideoPredictor(
+            1, output="advection", advection_prior="matching", advection_kernel_size=7,
+            rngs=nnx.Rngs(0),
+        )  # fmt: skip
+    with pytest.raises(ValueError, match="unknown advection_prior 'flow'"):
+        VideoPredictor(1, output="advection", advection_prior="flow", rngs=nnx.Rngs(0))
+
+
+@pytest.mark.parametrize("source", ["previous", "context"])
+def test_advection_source_picks_the_frame_the_kernels_move(monkeypatch, source):
+    import gru_jax.models.video_predictor as predictor_module
+
+    moved_frames = []
+
+    def recording_advect(frames, kernels_y, kernels_x):
+        moved_frames.append(frames)
+        return advect(frames, kernels_y, kernels_x)
+
+    monkeypatch.setattr(predictor_module, "advect", recording_advect)
+    model = VideoPredictor(
+        1, patch_size=4, hidden_channels=(4,), output="advection", advection_source=source,
+        forecaster_input="prediction", rngs=nnx.Rngs(0),
+    )  # fmt: skip
+    context = jnp.asarray(np.random.default_rng(6).uniform(size=(2, 3, 16, 16, 1)), jnp.float32)
+    predicted = jax.nn.sigmoid(model(context, 3))
+    assert len(moved_frames) == 3
+    np.testing.assert_allclose(moved_frames[0], context[:, -1])
+    for step in (1, 2):
+        if source == "context":  # always the last context frame
+            np.testing.assert_allclose(moved_frames[step], context[:, -1])
+        else:  # the model's previous prediction (before the [eps, 1 - eps] squeeze)
+            unsqueezed = (predicted[:, step - 1] - ADVECTION_EPS) / (1 - 2 * ADVECTION_EPS)
+            np.testing.assert_allclose(moved_frames[step], unsqueezed, atol=2e-4)
+            assert float(jnp.abs(moved_frames[step] - context[:, -1]).max()) > 0.1
+    with pytest.raises(ValueError, match="unknown advection_source 'next'"):
+        VideoPredictor(1, output="advection", advection_source="next", rngs=nnx.Rngs(0))

@@ -180,6 +180,8 @@ class VideoPredictionTask(Task):
             forecaster=cfg.forecaster,
             output=cfg.output,
             advection_kernel_size=cfg.advection_kernel_size,
+            advection_source=cfg.advection_source,
+            advection_prior=cfg.advection_prior,
             motion_input=cfg.motion_input,
             matching_radius=cfg.matching_radius,
             motion_channels=cfg.motion_channels,

@@ -52,95 +52,24 @@ import jax.numpy as jnp
 from flax import nnx
 
 from gru_jax.convgru import ConvGRU, ConvGRUCell, check_frames
+from gru_jax.models.video_ops import (
+    MATCHING_TEMPERATURE,
+    advect,
+    depth_to_space,
+    matching_costs,
+    matching_prior,
+    space_to_depth,
+)
 from gru_jax.ops.conv_gru import conv_gru_step, prepare_conv_step_weights, project_frames
 
 Array = jax.Array
 FORECASTER_INPUTS = ("zeros", "prediction")
 FORECASTERS = ("separate", "shared")
 OUTPUTS = ("pixels", "advection")
+ADVECTION_SOURCES = ("previous", "context")
 MOTION_INPUTS = ("none", "differences", "matching")
-MATCHING_TEMPERATURE = 0.02  # softmax temperature over the matching costs (mean sq. diff.)
+ADVECTION_PRIORS = ("none", "matching")
 ADVECTION_EPS = 1e-4  # predicted intensities are squeezed into [eps, 1 - eps] for the logits
-
-
-def advect(frames: Array, kernels_y: Array, kernels_x: Array) -> Array:
-    """Move pixels by per-cell separable kernels (dynamic neural advection, Finn et al.
-    2016, with the 2-D kernel factored into a vertical and a horizontal 1-D kernel, as a
-    sub-pixel translation is: bilinear interpolation is separable).
-
-    ``frames f32[B, H, W, C]``; ``kernels_y``, ``kernels_x`` ``f32[B, h, w, k]`` (each
-    sums to 1; offsets ``-(k//2) .. k//2``), one pair per cell of ``H/h × W/w`` pixels.
-    A vertical pass then a horizontal pass, zeros outside the frame::
-
-        v[b, y, x, c]   = Σ_d kernels_y[b, cell(y, x), d] · frames[b, y + d - k//2, x, c]
-        out[b, y, x, c] = Σ_d kernels_x[b, cell(y, x), d] · v[b, y, x + d - k//2, c]
-
-    (2·k shifted multiply-adds per pixel; a full k×k kernel costs k² and measured 2.5×
-    slower fwd+bwd at k = 9 here).
-    """
-    batch, height, width, channels = frames.shape
-    cells_y, cells_x, window = kernels_y.shape[1:]
-    if kernels_x.shape != kernels_y.shape or height % cells_y or width % cells_x:
-        raise ValueError(
-            f"kernels {kernels_y.shape} / {kernels_x.shape} do not tile frames {frames.shape}"
-        )
-    radius = window // 2
-    cell_shape = (batch, cells_y, height // cells_y, cells_x, width // cells_x, channels)
-
-    def one_pass(x: Array, kernels: Array, axis: int) -> Array:
-        pad = [(0, 0)] * 4
-        pad[axis] = (radius, window - 1 - radius)
-        padded = jnp.pad(x, pad)
-        per_cell = kernels[:, :, None, :, None, None, :]  # broadcast over the cell's pixels
-        out = jnp.zeros(cell_shape, x.dtype)
-        for d in range(window):
-            shifted = jax.lax.slice_in_dim(padded, d, d + x.shape[axis], axis=axis)
-            out = out + shifted.reshape(cell_shape) * per_cell[..., d]
-        return out.reshape(x.shape)
-
-    return one_pass(one_pass(frames, kernels_y, 1), kernels_x, 2)
-
-
-def matching_costs(frames: Array, patch_size: int, radius: int) -> Array:
-    """Block matching of consecutive frames (a cost volume, as in optical-flow networks).
-
-    ``frames f32[B, T, H, W, C]`` → ``f32[B, T, H/p, W/p, (2r+1)²]``: for every
-    ``p × p`` cell of frame ``t`` and every offset ``(oy, ox)`` in ``[-r, r]²``
-    (row-major), the mean over the cell's pixels and channels of
-    ``(frame_t[y, x] - frame_(t-1)[y + oy, x + ox])²`` (zeros outside the frame; frame 0
-    is matched against itself). A digit that moved by ``(vy, vx)`` costs ~0 at offset
-    ``(-vy, -vx)``.
-    """
-    batch, steps, height, width, channels = frames.shape
-    p, window = patch_size, 2 * radius + 1
-    previous = jnp.concatenate([frames[:, :1], frames[:, :-1]], axis=1)
-    padded = jnp.pad(previous, ((0, 0), (0, 0), (radius, radius), (radius, radius), (0, 0)))
-    costs = []
-    for dy in range(window):
-        for dx in range(window):
-            squared = (frames - padded[:, :, dy : dy + height, dx : dx + width]) ** 2
-            cells = squared.reshape(batch, steps, height // p, p, width // p, p, channels)
-            costs.append(cells.mean(axis=(3, 5, 6)))
-    return jnp.stack(costs, axis=-1)
-
-
-def space_to_depth(frames: Array, patch_size: int) -> Array:
-    """f32[..., H, W, C] → f32[..., H/p, W/p, p·p·C]; channel index (row in patch, column
-    in patch, channel), the inverse of :func:`depth_to_space`."""
-    *lead, height, width, channels = frames.shape
-    p = patch_size
-    x = frames.reshape(*lead, height // p, p, width // p, p, channels)
-    x = jnp.moveaxis(x, -4, -3)  # [..., H/p, W/p, p_row, p_col, C]
-    return x.reshape(*lead, height // p, width // p, p * p * channels)
-
-
-def depth_to_space(grid: Array, patch_size: int) -> Array:
-    """f32[..., h, w, p·p·C] → f32[..., h·p, w·p, C] (inverse of :func:`space_to_depth`)."""
-    *lead, rows, cols, depth = grid.shape
-    p = patch_size
-    x = grid.reshape(*lead, rows, cols, p, p, depth // (p * p))
-    x = jnp.moveaxis(x, -3, -4)  # [..., h, p_row, w, p_col, C]
-    return x.reshape(*lead, rows * p, cols * p, depth // (p * p))
 
 
 class VideoPredictor(nnx.Module):
@@ -174,7 +103,17 @@ class VideoPredictor(nnx.Module):
         the head's drawn frame: ``mask · moved + (1 - mask) · sigmoid(head)``, returned
         as the logits of that intensity squeezed into [1e-4, 1 - 1e-4]).
       advection_kernel_size: window of the advection kernels (odd; must span the motion
-        per frame: 9 reaches 4 pixels).
+        they express: 9 reaches 4 pixels, 73 reaches 36).
+      advection_source: which frame the kernels move: ``'previous'`` (the previous frame,
+        as in Finn et al.: the kernels say one frame's motion, and the moves compound, so
+        each imprecise step blurs the next) or ``'context'`` (always the last context
+        frame: the kernels at step t say the whole displacement since then and errors do
+        not compound; the window must span the motion over the whole horizon).
+      advection_prior: ``'none'`` or ``'matching'``: add to the kernels' logits the motion
+        block matching sees between the two frames before the predicted one (the last two
+        context frames, then the model's own; :func:`matching_prior`), so the kernels
+        start from "keep moving as before" and the states only correct it (bounces,
+        overlaps). Needs ``advection_kernel_size == 2 * matching_radius + 1``.
       motion_input: what the encoder reads besides each context frame's patches:
         ``'none'``; ``'differences'`` (the patches' change since the previous frame); or
         ``'matching'`` (block matching against the previous frame, :func:`matching_costs`
@@ -182,7 +121,8 @@ class VideoPredictor(nnx.Module):
         offsets by a softmax of ``-cost / 0.02`` and projected by a learned 1×1
         convolution to ``motion_channels`` channels): motion made explicit for the first
         layer, which otherwise has to compare each frame with its own memory of the last.
-      matching_radius: largest displacement (pixels per frame) block matching looks for.
+      matching_radius: largest displacement (pixels per frame) block matching looks for
+        (``motion_input='matching'`` and ``advection_prior='matching'``).
       motion_channels: channels of the projected matching distribution.
       dtype: convolution operand dtype (None: float32); states stay float32.
       rngs: ``nnx.Rngs`` with a ``params`` stream.
@@ -201,6 +141,8 @@ class VideoPredictor(nnx.Module):
         forecaster: str = "separate",
         output: str = "pixels",
         advection_kernel_size: int = 9,
+        advection_source: str = "previous",
+        advection_prior: str = "none",
         motion_input: str = "none",
         matching_radius: int = 4,
         motion_channels: int = 16,
@@ -220,6 +162,24 @@ class VideoPredictor(nnx.Module):
             raise ValueError(f"unknown output {output!r}: expected one of {', '.join(OUTPUTS)}")
         if output == "advection" and forecaster == "shared":
             raise ValueError("output='advection' needs forecaster='separate'")
+        if advection_source not in ADVECTION_SOURCES:
+            raise ValueError(
+                f"unknown advection_source {advection_source!r}: expected one of "
+                f"{', '.join(ADVECTION_SOURCES)}"
+            )
+        if advection_prior not in ADVECTION_PRIORS:
+            raise ValueError(
+                f"unknown advection_prior {advection_prior!r}: expected one of "
+                f"{', '.join(ADVECTION_PRIORS)}"
+            )
+        if advection_prior == "matching" and (
+            output != "advection" or advection_kernel_size != 2 * matching_radius + 1
+        ):
+            raise ValueError(
+                "advection_prior='matching' needs output='advection' and "
+                "advection_kernel_size == 2 * matching_radius + 1, got "
+                f"output={output!r}, {advection_kernel_size}, {matching_radius}"
+            )
         if motion_input not in MOTION_INPUTS:
             raise ValueError(
                 f"unknown motion_input {motion_input!r}: expected one of {', '.join(MOTION_INPUTS)}"
@@ -244,6 +204,8 @@ class VideoPredictor(nnx.Module):
         self.channels = channels
         self.patch_size = patch_size
         self.advection = output == "advection"
+        self.advection_source = advection_source
+        self.advection_prior = advection_prior
         self.forecaster_input = forecaster_input
         self.shared = forecaster == "shared"
         patch_features = patch_size * patch_size * channels
@@ -354,7 +316,8 @@ class VideoPredictor(nnx.Module):
         """``forecaster='separate'``: the forecaster cells, started from the encoder's states."""
         cells = list(self.forecaster)
         weights = [prepare_conv_step_weights(c.weights(), c.compute_dtype) for c in cells]
-        last_frame = context[:, -1].astype(jnp.float32)
+        last_frame = context_frame = context[:, -1].astype(jnp.float32)
+        before_last = context[:, -2 if context.shape[1] > 1 else -1].astype(jnp.float32)
         previous = space_to_depth(last_frame, self.patch_size)
         if self.forecaster_input == "zeros":
             previous = jnp.zeros_like(previous)
@@ -373,7 +336,14 @@ class VideoPredictor(nnx.Module):
             step_states = jnp.concatenate(states, axis=-1)
             step_logits = self._logits(step_states)
             if self.advection:
-                last_frame = self._advect(step_states, step_logits, last_frame)
+                source = context_frame if self.advection_source == "context" else last_frame
+                prior = (
+                    matching_prior(before_last, last_frame, self.patch_size, self.matching_radius)
+                    if self.advection_prior == "matching"
+                    else None
+                )
+                before_last = last_frame
+                last_frame = self._advect(step_states, step_logits, source, prior)
                 p = ADVECTION_EPS + (1 - 2 * ADVECTION_EPS) * last_frame
                 step_logits = space_to_depth(jnp.log(p) - jnp.log1p(-p), self.patch_size)
                 if self.forecaster_input == "prediction":
@@ -383,12 +353,18 @@ class VideoPredictor(nnx.Module):
             logits.append(step_logits)
         return depth_to_space(jnp.stack(logits, axis=1), self.patch_size)
 
-    def _advect(self, states: Array, drawn_logits: Array, frame: Array) -> Array:
+    def _advect(
+        self, states: Array, drawn_logits: Array, frame: Array, prior: tuple | None = None
+    ) -> Array:
         """One predicted frame f32[B, H, W, C] in [0, 1]: ``frame`` moved by the states'
-        per-cell kernels, mixed per pixel with the drawn frame ``sigmoid(drawn_logits)``."""
+        per-cell kernels (their logits plus ``prior``'s, if given), mixed per pixel with
+        the drawn frame ``sigmoid(drawn_logits)``."""
         p = self.patch_size
         logits = self.kernel_head(states).astype(jnp.float32)  # [vertical | horizontal]
-        kernels = jax.nn.softmax(logits.reshape(*logits.shape[:-1], 2, -1), axis=-1)
+        logits = logits.reshape(*logits.shape[:-1], 2, -1)
+        if prior is not None:
+            logits = logits + jnp.stack(prior, axis=-2)
+        kernels = jax.nn.softmax(logits, axis=-1)
         moved = advect(frame, kernels[..., 0, :], kernels[..., 1, :])
         mask = jax.nn.sigmoid(depth_to_space(self.mask_head(states).astype(jnp.float32), p))
         drawn = jax.nn.sigmoid(depth_to_space(drawn_logits, p))

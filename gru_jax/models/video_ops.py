@@ -1,0 +1,143 @@
+"""Pure array functions of the video predictor: space-to-depth and back, separable
+per-cell advection (dynamic neural advection), block matching of consecutive frames, and
+the motion prior that block matching gives the advection kernels."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+MATCHING_TEMPERATURE = 0.02  # softmax temperature over the matching costs (mean sq. diff.)
+PRIOR_FLOOR = 1e-3  # added to the prior's probabilities before the log (no -inf logits)
+
+
+def _band(cells: int, cell: int, size: int, window: int) -> np.ndarray:
+    """One-hot ``f32[cells, cell, size, window]``: ``[q, j, i, d] = 1`` where input pixel
+    ``i`` is offset ``d`` (of ``window``, centred) from output pixel ``q·cell + j``."""
+    q, j, i, d = np.ogrid[:cells, :cell, :size, :window]
+    return (i == q * cell + j + d - window // 2).astype(np.float32)
+
+
+def advect(frames: Array, kernels_y: Array, kernels_x: Array) -> Array:
+    """Move pixels by per-cell separable kernels (dynamic neural advection, Finn et al.
+    2016, with the 2-D kernel factored into a vertical and a horizontal 1-D kernel, as a
+    sub-pixel translation is: bilinear interpolation is separable).
+
+    ``frames f32[B, H, W, C]``; ``kernels_y``, ``kernels_x`` ``f32[B, h, w, k]`` (each
+    sums to 1; offsets ``-(k//2) .. k//2``), one pair per cell of ``H/h × W/w`` pixels.
+    A vertical pass then a horizontal pass, zeros outside the frame::
+
+        v[b, y, x, c]   = Σ_d kernels_y[b, cell(y, x), d] · frames[b, y + d - k//2, x, c]
+        out[b, y, x, c] = Σ_d kernels_x[b, cell(y, x), d] · v[b, y, x + d - k//2, c]
+
+    Each pass is a matrix product: the kernels are spread into one banded matrix per
+    cell (``[cell rows, H]``, by a product with a constant one-hot band), which multiplies
+    the cell's column of the frame. The cost then barely grows with ``k`` (fwd+bwd of 8
+    frames of 64×64 on 2 CPU cores: 2.0 ms at k = 9 and 3.7 ms at k = 73, against 2.2
+    and 10.2 ms for k shifted multiply-adds per pass; a full k×k kernel measured 2.5×
+    slower than separable at k = 9).
+    """
+    batch, height, width, channels = frames.shape
+    cells_y, cells_x, window = kernels_y.shape[1:]
+    if kernels_x.shape != kernels_y.shape or height % cells_y or width % cells_x:
+        raise ValueError(
+            f"kernels {kernels_y.shape} / {kernels_x.shape} do not tile frames {frames.shape}"
+        )
+    cell_h, cell_w = height // cells_y, width // cells_x
+    band_y = jnp.asarray(_band(cells_y, cell_h, height, window))
+    band_x = jnp.asarray(_band(cells_x, cell_w, width, window))
+    # Vertical: rows[b, q, x, j, i] weighs input row i for output row q·cell_h + j.
+    rows = jnp.einsum("bqxd,qjid->bqxji", kernels_y, band_y)
+    columns = frames.reshape(batch, height, cells_x, cell_w, channels)
+    vertical = jnp.einsum("bqxji,bixlc->bqjxlc", rows, columns)
+    vertical = vertical.reshape(batch, cells_y, cell_h, width, channels)
+    # Horizontal: cols[b, q, x, l, i] weighs input column i for output column x·cell_w + l.
+    cols = jnp.einsum("bqxd,xlid->bqxli", kernels_x, band_x)
+    out = jnp.einsum("bqxli,bqjic->bqjxlc", cols, vertical)
+    return out.reshape(frames.shape)
+
+
+def matching_costs(frames: Array, patch_size: int, radius: int) -> Array:
+    """Block matching of consecutive frames (a cost volume, as in optical-flow networks).
+
+    ``frames f32[B, T, H, W, C]`` → ``f32[B, T, H/p, W/p, (2r+1)²]``: for every
+    ``p × p`` cell of frame ``t`` and every offset ``(oy, ox)`` in ``[-r, r]²``
+    (row-major), the mean over the cell's pixels and channels of
+    ``(frame_t[y, x] - frame_(t-1)[y + oy, x + ox])²`` (zeros outside the frame; frame 0
+    is matched against itself). A digit that moved by ``(vy, vx)`` costs ~0 at offset
+    ``(-vy, -vx)``.
+    """
+    batch, steps, height, width, channels = frames.shape
+    p, window = patch_size, 2 * radius + 1
+    previous = jnp.concatenate([frames[:, :1], frames[:, :-1]], axis=1)
+    padded = jnp.pad(previous, ((0, 0), (0, 0), (radius, radius), (radius, radius), (0, 0)))
+    costs = []
+    for dy in range(window):
+        for dx in range(window):
+            squared = (frames - padded[:, :, dy : dy + height, dx : dx + width]) ** 2
+            cells = squared.reshape(batch, steps, height // p, p, width // p, p, channels)
+            costs.append(cells.mean(axis=(3, 5, 6)))
+    return jnp.stack(costs, axis=-1)
+
+
+def space_to_depth(frames: Array, patch_size: int) -> Array:
+    """f32[..., H, W, C] → f32[..., H/p, W/p, p·p·C]; channel index (row in patch, column
+    in patch, channel), the inverse of :func:`depth_to_space`."""
+    *lead, height, width, channels = frames.shape
+    p = patch_size
+    x = frames.reshape(*lead, height // p, p, width // p, p, channels)
+    x = jnp.moveaxis(x, -4, -3)  # [..., H/p, W/p, p_row, p_col, C]
+    return x.reshape(*lead, height // p, width // p, p * p * channels)
+
+
+def depth_to_space(grid: Array, patch_size: int) -> Array:
+    """f32[..., h, w, p·p·C] → f32[..., h·p, w·p, C] (inverse of :func:`space_to_depth`)."""
+    *lead, rows, cols, depth = grid.shape
+    p = patch_size
+    x = grid.reshape(*lead, rows, cols, p, p, depth // (p * p))
+    x = jnp.moveaxis(x, -3, -4)  # [..., h, p_row, w, p_col, C]
+    return x.reshape(*lead, rows * p, cols * p, depth // (p * p))
+
+
+def _neighbourhood_sum(a: Array) -> Array:
+    """Sum over each cell's 3×3 neighbourhood (zeros outside): a [B, h, w, ...]."""
+    h, w = a.shape[1:3]
+    padded = jnp.pad(a, [(0, 0), (1, 1), (1, 1)] + [(0, 0)] * (a.ndim - 3))
+    return sum(padded[:, dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3))
+
+
+def matching_prior(
+    previous: Array, current: Array, patch_size: int, radius: int
+) -> tuple[Array, Array]:
+    """The motion seen between two frames, as advection-kernel logits for the next frame.
+
+    ``previous``, ``current`` f32[B, H, W, C] → ``(log_y, log_x)``, each
+    f32[B, H/p, W/p, 2r+1]: per cell, the log-probability of each vertical and horizontal
+    kernel tap under "content keeps moving as it just did". Block matching
+    (:func:`matching_costs`) of ``current`` against ``previous`` gives each cell a
+    distribution over displacements (``softmax(-cost / MATCHING_TEMPERATURE)``; content
+    that moved by ``(vy, vx)`` peaks at offset ``(-vy, -vx)``, which is also the advection
+    tap that pulls content from ``(vy, vx)`` back); the distributions of the cell and its
+    eight neighbours are averaged, weighted by their content (mean intensity of
+    ``current``), so a cell the content is about to enter inherits the content's motion
+    and an empty neighbourhood gets a uniform prior; the 2-D distribution's marginals,
+    plus ``PRIOR_FLOOR``, are returned as logs. No gradient flows through the prior.
+    """
+    frames = jax.lax.stop_gradient(jnp.stack([previous, current], axis=1))
+    costs = matching_costs(frames, patch_size, radius)[:, 1]  # [B, h, w, K²]
+    probs = jax.nn.softmax(-costs / MATCHING_TEMPERATURE, axis=-1)
+    batch, rows, cols, channels = current.shape
+    cells = frames[:, 1].reshape(batch, rows // patch_size, patch_size, cols // patch_size, -1)
+    weight = cells.mean(axis=(2, 4))[..., None]  # [B, h, w, 1]: content per cell
+    empty = 1e-3  # weight of a uniform distribution: only felt where nothing is near
+    window = 2 * radius + 1
+    spread = (_neighbourhood_sum(weight * probs) + empty / window**2) / (
+        _neighbourhood_sum(weight) + empty
+    )
+    spread = spread.reshape(*spread.shape[:3], window, window)  # [..., dy, dx]
+    return (
+        jnp.log(spread.sum(axis=-1) + PRIOR_FLOOR),
+        jnp.log(spread.sum(axis=-2) + PRIOR_FLOOR),
+    )
