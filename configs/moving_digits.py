@@ -46,7 +46,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.advection_kernel_size = 9  # advection window: reaches 4 px per frame
     config.model.advection_source = "previous"  # moved frame: 'previous' | 'context' (last)
     config.model.advection_prior = "none"  # kernel logits += 'matching' of the last 2 frames
-    config.model.motion_input = "none"  # encoder extra input: 'none'|'differences'|'matching'
+    config.model.motion_input = "matching"  # encoder extra input: 'none'|'differences'|'matching'
     config.model.matching_radius = 4  # block matching searches [-4, 4]² px per frame
     config.model.motion_channels = 16  # matching distribution projected to this many channels
     config.model.dtype = "float32"  # convolution operand dtype: 'float32' | 'bfloat16'
@@ -60,7 +60,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.train.loss = "bce"  # 'bce' on logits | 'mse' of sigmoid(logits)
     config.train.context_loss_weight = 0.0  # weight of the encoder's next-frame loss (0: off)
     config.train.batch_size = 8  # videos per step
-    config.train.num_epochs = 1.9  # passes over the training videos (~18 min on 2 cores)
+    config.train.num_epochs = 2.0  # passes over the training videos (~18 min on 2 cores)
     config.train.eval_batch_size = 100  # test videos per evaluation batch
     config.train.log_every_steps = 25  # a console line every ~25 s
     config.train.eval_every_steps = 0  # evaluate at the end only (an evaluation costs ~20 s)

@@ -224,6 +224,8 @@ def gru_sequence(
     ``plan.time_major``); h0: f32[D, B, H]; lengths: int32[B] or None. Returns
     ``(h_last f32[D, B, H], outputs f32[B, T, D*H])`` (outputs in the layout of x).
     """
+    if plan.in_loop_inference:  # no gradient will be taken: no projections to keep
+        plan = plan._replace(hoist_inputs=False, fuse_step_inputs=True)
     h_last, out, _ = _forward(_prepare(weights, plan), x, h0, lengths, plan)
     return h_last, out
 

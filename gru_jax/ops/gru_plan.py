@@ -20,6 +20,9 @@ MIN_GROUP_ROWS = 32
 MAX_LANES = 4
 # Above this hidden size one step's GEMMs are large enough for XLA to multi-thread them.
 MAX_GROUPED_HIDDEN = 256
+# On CPU, forward-only calls at this hidden size and above project the inputs inside the
+# step with one fused GEMM (concurrent with the recurrent GEMMs) instead of hoisting them.
+IN_LOOP_INFERENCE_MIN_HIDDEN = 257
 # On CPU, keep the gates from the forward (instead of recomputing them in the backward)
 # from this hidden size up. Measured on an idle 2-core CPU, keeping them won at every
 # benchmark shape (H = 128: 1.02-1.28x faster training steps; H = 512: 1.2x), so it is
@@ -48,6 +51,13 @@ def default_save_gates(hidden: int, backend: str | None = None) -> bool:
     at every benchmark shape (``SAVE_GATES_MIN_HIDDEN``). Ignored with remat."""
     backend = backend or jax.default_backend()
     return backend != "cpu" or hidden >= SAVE_GATES_MIN_HIDDEN
+
+
+def default_in_loop_inference(hidden: int, backend: str | None = None) -> bool:
+    """Whether forward-only calls project inputs inside the step (fused), on CPU for large
+    hidden sizes; only consulted when ``hoist_inputs`` is left to the default."""
+    backend = backend or jax.default_backend()
+    return backend == "cpu" and hidden >= IN_LOOP_INFERENCE_MIN_HIDDEN
 
 
 def group_bounds(batch: int, groups: int) -> tuple[tuple[int, int], ...]:
@@ -104,4 +114,5 @@ def make_plan(
         groups=group_bounds(batch, batch_groups),
         remat=bool(remat),
         save_gates=default_save_gates(hidden) if save_gates is None else bool(save_gates),
+        in_loop_inference=hoist_inputs is None and default_in_loop_inference(hidden),
     )
