@@ -46,6 +46,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.advection_kernel_size = 9  # advection window: reaches 4 px per frame
     config.model.advection_source = "previous"  # moved frame: 'previous' | 'context' (last)
     config.model.advection_prior = "none"  # kernel logits += 'matching' of the last 2 frames
+    config.model.forecaster_motion = False  # forecaster also reads its frames' matching
     config.model.motion_input = "matching"  # encoder extra input: 'none'|'differences'|'matching'
     config.model.matching_radius = 4  # block matching searches [-4, 4]² px per frame
     config.model.motion_channels = 16  # matching distribution projected to this many channels

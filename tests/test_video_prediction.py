@@ -429,3 +429,46 @@ def test_advection_source_picks_the_frame_the_kernels_move(monkeypatch, source):
             assert float(jnp.abs(moved_frames[step] - context[:, -1]).max()) > 0.1
     with pytest.raises(ValueError, match="unknown advection_source 'next'"):
         VideoPredictor(1, output="advection", advection_source="next", rngs=nnx.Rngs(0))
+
+
+def test_forecaster_motion_reads_the_matching_of_the_two_frames_before(monkeypatch):
+    import gru_jax.models.video_predictor as predictor_module
+
+    matched = []
+
+    def recording_costs(frames, patch_size, radius):
+        matched.append(frames)
+        return matching_costs(frames, patch_size, radius)
+
+    monkeypatch.setattr(predictor_module, "matching_costs", recording_costs)
+    model = VideoPredictor(
+        1, patch_size=4, hidden_channels=(4, 4), output="advection", motion_input="matching",
+        forecaster_input="prediction", forecaster_motion=True, matching_radius=2,
+        advection_kernel_size=5, motion_channels=3, rngs=nnx.Rngs(0),
+    )  # fmt: skip
+    assert model.forecaster[0].in_channels == 16 + 3 and model.forecaster[1].in_channels == 4
+    context = jnp.asarray(np.random.default_rng(7).uniform(size=(2, 4, 16, 16, 1)), jnp.float32)
+    predicted = jax.nn.sigmoid(model(context, 3))
+    # One matching call for the encoder (all context frames), then one per step.
+    assert len(matched) == 4 and matched[0].shape == (2, 4, 16, 16, 1)
+    np.testing.assert_allclose(matched[1], context[:, -2:])
+    first = (predicted[:, 0] - ADVECTION_EPS) / (1 - 2 * ADVECTION_EPS)
+    np.testing.assert_allclose(matched[2][:, 0], context[:, -1])
+    np.testing.assert_allclose(matched[2][:, 1], first, atol=2e-4)
+    # The first forecaster step, by hand: patches of the last frame + its motion features.
+    states, _ = model.encode(context)
+    motion = model._motion(context[:, -2:])[:, 1]
+    x = jnp.concatenate([space_to_depth(context[:, -1], 4), motion], -1)
+    fresh = []
+    for cell, state in zip(model.forecaster, states):
+        x = cell(state, x)[0]
+        fresh.append(x)
+    stacked = jnp.concatenate(fresh, axis=-1)
+    kernels = model.kernel_head(stacked)
+    ky, kx = jax.nn.softmax(kernels[..., :5], -1), jax.nn.softmax(kernels[..., 5:], -1)
+    mask = jax.nn.sigmoid(depth_to_space(model.mask_head(stacked), 4))
+    drawn = jax.nn.sigmoid(depth_to_space(model.head(stacked), 4))
+    expected = mask * advect(context[:, -1], ky, kx) + (1 - mask) * drawn
+    np.testing.assert_allclose(first, expected, atol=2e-4)
+    with pytest.raises(ValueError, match="forecaster_motion=True needs motion_input='matching'"):
+        VideoPredictor(1, output="advection", forecaster_motion=True, rngs=nnx.Rngs(0))

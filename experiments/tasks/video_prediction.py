@@ -182,6 +182,7 @@ class VideoPredictionTask(Task):
             advection_kernel_size=cfg.advection_kernel_size,
             advection_source=cfg.advection_source,
             advection_prior=cfg.advection_prior,
+            forecaster_motion=cfg.forecaster_motion,
             motion_input=cfg.motion_input,
             matching_radius=cfg.matching_radius,
             motion_channels=cfg.motion_channels,

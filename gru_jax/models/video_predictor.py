@@ -121,6 +121,11 @@ class VideoPredictor(nnx.Module):
         offsets by a softmax of ``-cost / 0.02`` and projected by a learned 1×1
         convolution to ``motion_channels`` channels): motion made explicit for the first
         layer, which otherwise has to compare each frame with its own memory of the last.
+      forecaster_motion: the forecaster's first layer also reads, at every step, the block
+        matching of the two frames before it (the last two context frames, then its own
+        predictions), through the encoder's projection: the motion it has produced so far,
+        as the encoder saw the context's. Needs ``motion_input='matching'``,
+        ``output='advection'`` and ``forecaster_input='prediction'``.
       matching_radius: largest displacement (pixels per frame) block matching looks for
         (``motion_input='matching'`` and ``advection_prior='matching'``).
       motion_channels: channels of the projected matching distribution.
@@ -143,6 +148,7 @@ class VideoPredictor(nnx.Module):
         advection_kernel_size: int = 9,
         advection_source: str = "previous",
         advection_prior: str = "none",
+        forecaster_motion: bool = False,
         motion_input: str = "none",
         matching_radius: int = 4,
         motion_channels: int = 16,
@@ -180,6 +186,14 @@ class VideoPredictor(nnx.Module):
                 "advection_kernel_size == 2 * matching_radius + 1, got "
                 f"output={output!r}, {advection_kernel_size}, {matching_radius}"
             )
+        if forecaster_motion and (
+            motion_input != "matching" or output != "advection" or forecaster_input != "prediction"
+        ):
+            raise ValueError(
+                "forecaster_motion=True needs motion_input='matching', output='advection' and "
+                f"forecaster_input='prediction', got {motion_input!r}, {output!r}, "
+                f"{forecaster_input!r}"
+            )
         if motion_input not in MOTION_INPUTS:
             raise ValueError(
                 f"unknown motion_input {motion_input!r}: expected one of {', '.join(MOTION_INPUTS)}"
@@ -206,10 +220,12 @@ class VideoPredictor(nnx.Module):
         self.advection = output == "advection"
         self.advection_source = advection_source
         self.advection_prior = advection_prior
+        self.forecaster_motion = forecaster_motion
         self.forecaster_input = forecaster_input
         self.shared = forecaster == "shared"
         patch_features = patch_size * patch_size * channels
-        inputs = (patch_features, *hidden_channels[:-1])
+        first_input = patch_features + (motion_channels if forecaster_motion else 0)
+        inputs = (first_input, *hidden_channels[:-1])
         self.motion_input = motion_input
         self.matching_radius = matching_radius
         extra = {"none": 0, "differences": patch_features, "matching": motion_channels}
@@ -254,18 +270,22 @@ class VideoPredictor(nnx.Module):
         if self.motion_input == "differences":  # zeros for the first frame
             x = jnp.concatenate([x, x - jnp.concatenate([x[:, :1], x[:, :-1]], axis=1)], -1)
         elif self.motion_input == "matching":
-            costs = matching_costs(
-                context.astype(jnp.float32), self.patch_size, self.matching_radius
-            )
-            offsets = jax.nn.softmax(-costs / MATCHING_TEMPERATURE, axis=-1)
-            motion = self.motion_projection(offsets.reshape(-1, *offsets.shape[2:]))
-            x = jnp.concatenate([x, motion.reshape(*x.shape[:2], *motion.shape[1:])], -1)
+            x = jnp.concatenate([x, self._motion(context.astype(jnp.float32))], -1)
         states, outputs = [], []
         for layer in self.encoder:
             carry, x = layer(x, return_carry=True)
             states.append(carry)
             outputs.append(x)
         return states, outputs
+
+    def _motion(self, frames: Array) -> Array:
+        """Block matching of each frame against the one before (:func:`matching_costs`),
+        as a softmax over the offsets projected to ``motion_channels``:
+        f32[B, T, H, W, C] → f32[B, T, H/p, W/p, motion_channels]."""
+        costs = matching_costs(frames, self.patch_size, self.matching_radius)
+        offsets = jax.nn.softmax(-costs / MATCHING_TEMPERATURE, axis=-1)
+        motion = self.motion_projection(offsets.reshape(-1, *offsets.shape[2:]))
+        return motion.reshape(*offsets.shape[:2], *motion.shape[1:])
 
     def _logits(self, states: Array) -> Array:
         """Head on concatenated states f32[..., h, w, sum(hidden)] → f32[..., h, w, p·p·C]."""
@@ -324,6 +344,9 @@ class VideoPredictor(nnx.Module):
         logits = []
         for _ in range(num_future):
             x = previous
+            if self.forecaster_motion:  # the motion of the last two frames, as observed
+                pair = jax.lax.stop_gradient(jnp.stack([before_last, last_frame], axis=1))
+                x = jnp.concatenate([x, self._motion(pair)[:, 1]], axis=-1)
             for index, (cell, sw) in enumerate(zip(cells, weights)):
                 if index == 0 and self.forecaster_input == "zeros":
                     # W * 0 + b = b: skip the input convolution of an all-zero input.
