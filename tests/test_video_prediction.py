@@ -122,6 +122,26 @@ def test_advect_matches_a_loop_over_pixels_and_offsets():
         advect(jnp.asarray(frames), jnp.zeros((2, 3, 2, 3)), jnp.zeros((2, 3, 2, 3)))
 
 
+def first_frame_by_hand(model, context, x, prior=(0.0, 0.0)):
+    """The first advected frame rebuilt from the model's pieces: the forecaster cells from
+    the encoder's final states reading ``x``, the kernels (plus ``prior``'s logits), the
+    mask and the drawn frame, mixed as the docs say."""
+    states, _ = model.encode(context)
+    fresh = []
+    for cell, state in zip(model.forecaster, states):
+        x = cell(state, x)[0]
+        fresh.append(x)
+    stacked = jnp.concatenate(fresh, axis=-1)
+    logits = model.kernel_head(stacked)  # vertical then horizontal logits per cell
+    taps = logits.shape[-1] // 2
+    ky = jax.nn.softmax(logits[..., :taps] + prior[0], -1)
+    kx = jax.nn.softmax(logits[..., taps:] + prior[1], -1)
+    p = model.patch_size
+    mask = jax.nn.sigmoid(depth_to_space(model.mask_head(stacked), p))
+    drawn = jax.nn.sigmoid(depth_to_space(model.head(stacked), p))
+    return mask * advect(context[:, -1], ky, kx) + (1 - mask) * drawn
+
+
 def test_advection_output_moves_the_last_frame_and_mixes_with_the_drawn_frame():
     model = VideoPredictor(
         1, patch_size=4, hidden_channels=(4, 4), output="advection",
@@ -134,18 +154,7 @@ def test_advection_output_moves_the_last_frame_and_mixes_with_the_drawn_frame():
     assert float(predicted.min()) >= ADVECTION_EPS * 0.99
     assert float(predicted.max()) <= 1 - ADVECTION_EPS * 0.99
     # The first predicted frame, rebuilt from the same pieces by hand.
-    states, _ = model.encode(context)
-    cells, fresh = list(model.forecaster), []
-    x = space_to_depth(context[:, -1], 4)
-    for cell, state in zip(cells, states):
-        x = cell(state, x)[0]
-        fresh.append(x)
-    stacked = jnp.concatenate(fresh, axis=-1)
-    kernels = model.kernel_head(stacked)  # 9 vertical then 9 horizontal logits per cell
-    ky, kx = jax.nn.softmax(kernels[..., :9], -1), jax.nn.softmax(kernels[..., 9:], -1)
-    mask = jax.nn.sigmoid(depth_to_space(model.mask_head(stacked), 4))
-    drawn = jax.nn.sigmoid(depth_to_space(model.head(stacked), 4))
-    first = mask * advect(context[:, -1], ky, kx) + (1 - mask) * drawn
+    first = first_frame_by_hand(model, context, space_to_depth(context[:, -1], 4))
     np.testing.assert_allclose(
         predicted[:, 0], ADVECTION_EPS + (1 - 2 * ADVECTION_EPS) * first, atol=2e-5
     )
@@ -380,15 +389,8 @@ def test_advection_prior_adds_the_matching_logits_to_the_kernel_head():
     )  # fmt: skip
     context = jnp.asarray(np.random.default_rng(5).uniform(size=(2, 3, 16, 16, 1)), jnp.float32)
     predicted = jax.nn.sigmoid(model(context, 2))
-    states, _ = model.encode(context)
-    state = model.forecaster[0](states[0], jnp.zeros((2, 4, 4, 16)))[0]
-    logits = model.kernel_head(state).reshape(2, 4, 4, 2, 5)
-    log_y, log_x = matching_prior(context[:, -2], context[:, -1], 4, 2)
-    ky = jax.nn.softmax(logits[..., 0, :] + log_y, -1)
-    kx = jax.nn.softmax(logits[..., 1, :] + log_x, -1)
-    mask = jax.nn.sigmoid(depth_to_space(model.mask_head(state), 4))
-    drawn = jax.nn.sigmoid(depth_to_space(model.head(state), 4))
-    first = mask * advect(context[:, -1], ky, kx) + (1 - mask) * drawn
+    prior = matching_prior(context[:, -2], context[:, -1], 4, 2)
+    first = first_frame_by_hand(model, context, jnp.zeros((2, 4, 4, 16)), prior)
     np.testing.assert_allclose(
         predicted[:, 0], ADVECTION_EPS + (1 - 2 * ADVECTION_EPS) * first, atol=2e-5
     )
@@ -456,19 +458,9 @@ def test_forecaster_motion_reads_the_matching_of_the_two_frames_before(monkeypat
     np.testing.assert_allclose(matched[2][:, 0], context[:, -1])
     np.testing.assert_allclose(matched[2][:, 1], first, atol=2e-4)
     # The first forecaster step, by hand: patches of the last frame + its motion features.
-    states, _ = model.encode(context)
     motion = model._motion(context[:, -2:])[:, 1]
     x = jnp.concatenate([space_to_depth(context[:, -1], 4), motion], -1)
-    fresh = []
-    for cell, state in zip(model.forecaster, states):
-        x = cell(state, x)[0]
-        fresh.append(x)
-    stacked = jnp.concatenate(fresh, axis=-1)
-    kernels = model.kernel_head(stacked)
-    ky, kx = jax.nn.softmax(kernels[..., :5], -1), jax.nn.softmax(kernels[..., 5:], -1)
-    mask = jax.nn.sigmoid(depth_to_space(model.mask_head(stacked), 4))
-    drawn = jax.nn.sigmoid(depth_to_space(model.head(stacked), 4))
-    expected = mask * advect(context[:, -1], ky, kx) + (1 - mask) * drawn
+    expected = first_frame_by_hand(model, context, x)
     np.testing.assert_allclose(first, expected, atol=2e-4)
     with pytest.raises(ValueError, match="forecaster_motion=True needs motion_input='matching'"):
         VideoPredictor(1, output="advection", forecaster_motion=True, rngs=nnx.Rngs(0))
