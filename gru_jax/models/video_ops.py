@@ -131,7 +131,7 @@ def matching_prior(
     frames = jax.lax.stop_gradient(jnp.stack([previous, current], axis=1))
     costs = matching_costs(frames, patch_size, radius)[:, 1]  # [B, h, w, K²]
     probs = jax.nn.softmax(-costs / MATCHING_TEMPERATURE, axis=-1)
-    batch, rows, cols, channels = current.shape
+    batch, rows, cols, _ = current.shape
     cells = frames[:, 1].reshape(batch, rows // patch_size, patch_size, cols // patch_size, -1)
     weight = cells.mean(axis=(2, 4))[..., None]  # [B, h, w, 1]: content per cell
     empty = 1e-3  # weight of a uniform distribution: only felt where nothing is near
