@@ -97,15 +97,20 @@ def time_runners(runners: dict[str, Runner], rounds: int, per_round: int) -> dic
     return {name: np.asarray(values) * 1e3 for name, values in samples.items()}
 
 
-def run_case(case: Case, peers: list[str], rounds: int) -> list[dict]:
+def run_case(
+    case: Case, peers: list[str], rounds: int, unroll_variants: tuple[int, ...] = ()
+) -> list[dict]:
     runners, rows, errors = {}, [], {}
     for name in peers:
         try:
             runners[name] = PEERS[name](case)
-        except (NotImplementedError, ImportError) as error:
-            errors[name] = f"{type(error).__name__}: {error}"
+        except Exception as error:  # a peer that cannot run here is reported, not fatal
+            errors[name] = f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
     if case.name == "long" and case.mode == "train" and "gru_jax" in peers:
         runners["gru_jax_remat"] = build_gru_jax(case, remat=True)
+    if "gru_jax" in peers:
+        for unroll in unroll_variants:
+            runners[f"gru_jax_unroll{unroll}"] = build_gru_jax(case, unroll=unroll)
     probe = time_runners(runners, 1, 1)
     slowest = max(float(np.median(v)) for v in probe.values())
     per_round = max(1, int(300 / max(slowest, 1e-3)))  # ~0.3 s per peer per round
@@ -176,38 +181,45 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="2 rounds")
     parser.add_argument("--output", default=None, help="JSON path (default: results/<device>)")
+    parser.add_argument(
+        "--unroll-variants",
+        default="",
+        help="comma-separated scan unroll factors to time as extra gru_jax rows (e.g. 8,16)",
+    )
     args = parser.parse_args()
     rounds = 2 if args.quick else args.rounds
     peers = args.peers.split(",")
+    unrolls = tuple(int(u) for u in args.unroll_variants.split(",") if u.strip())
     roofline = step_gemm_roofline(128, 128)
     print(f"device: {device_name()}  jax {jax.__version__}  backend {jax.default_backend()}")
     print(
         f"per-step GEMM roofline (128x128 @ 128x384 + tanh in a scan): "
         f"{roofline['per_step_us']:.1f} us/step, {roofline['gflops']:.1f} GFLOP/s"
     )
+    output = Path(args.output) if args.output else RESULTS / f"{device_name()}.json"
+    output.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(rows: list[dict]) -> None:
+        record = {
+            "device": device_name(),
+            "jax_version": jax.__version__,
+            "backend": jax.default_backend(),
+            "date": time.strftime("%Y-%m-%d"),
+            "roofline": roofline,
+            "rows": rows,
+        }
+        output.write_text(json.dumps(record, indent=1))
+
     rows = []
     for name in args.cases.split(","):
         for mode in args.modes.split(","):
             for loss in args.losses.split(",") if mode == "train" else ["all"]:
                 case = Case(name=name, mode=mode, loss=loss, **SHAPES[name])
                 print(f"running {name} {mode} {loss} ...", flush=True)
-                rows.extend(run_case(case, peers, rounds))
+                rows.extend(run_case(case, peers, rounds, unrolls))
+                write(rows)  # a run cut short keeps the cases it finished
     summarize(rows, roofline)
-    output = Path(args.output) if args.output else RESULTS / f"{device_name()}.json"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(
-        json.dumps(
-            {
-                "device": device_name(),
-                "jax_version": jax.__version__,
-                "backend": jax.default_backend(),
-                "date": time.strftime("%Y-%m-%d"),
-                "roofline": roofline,
-                "rows": rows,
-            },
-            indent=1,
-        )
-    )
+    write(rows)
     print(f"\nwrote {output}")
 
 
