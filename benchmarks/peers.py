@@ -95,10 +95,13 @@ def build_gru_jax(case: Case, **options) -> Runner:
         **options,
     )
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    time_major = options.get("time_major", False)
 
     def apply(params, x, lengths):
+        if time_major:  # the caller's batch-major data, transposed around the layer
+            x = jnp.swapaxes(x, 0, 1)
         carry, y = nnx.merge(graphdef, params, rest)(x, lengths, return_carry=True)
-        return y, carry[-1]
+        return (jnp.swapaxes(y, 0, 1) if time_major else y), carry[-1]
 
     return _jax_runner(apply, params, case)
 

@@ -17,11 +17,18 @@ ORDER = ["gru_jax", "gru_jax_remat", "flax_linen", "flax_nnx", "torch", "keras_j
 
 def markdown(data: dict) -> str:
     rows = [r for r in data["rows"] if "median_ms" in r]
-    impls = [i for i in ORDER if any(r["impl"] == i for r in rows)]
+    present = {r["impl"] for r in rows}
+    variants = sorted(i for i in present if i not in ORDER)  # e.g. gru_jax_unroll8
+    impls = [i for i in ORDER[:2] + variants + ORDER[2:] if i in present]
     cases: dict[tuple, dict[str, dict]] = {}
     for row in rows:
         key = (row["name"], row["mode"], row["loss"])
         cases.setdefault(key, {})[row["impl"]] = row
+    for by_impl in cases.values():  # a run cut short before its summary has no ratios
+        peers = [r["median_ms"] for i, r in by_impl.items() if not i.startswith("gru_jax")]
+        for row in by_impl.values():
+            if "speedup_vs_best_peer" not in row and peers:
+                row["speedup_vs_best_peer"] = min(peers) / row["median_ms"]
     roof = data["roofline"]
     lines = [
         f"Device: `{data['device']}`, jax {data['jax_version']}, {data['date']}. Median ms per "

@@ -98,7 +98,7 @@ def time_runners(runners: dict[str, Runner], rounds: int, per_round: int) -> dic
 
 
 def run_case(
-    case: Case, peers: list[str], rounds: int, unroll_variants: tuple[int, ...] = ()
+    case: Case, peers: list[str], rounds: int, variants: dict[str, dict] | None = None
 ) -> list[dict]:
     runners, rows, errors = {}, [], {}
     for name in peers:
@@ -109,8 +109,8 @@ def run_case(
     if case.name == "long" and case.mode == "train" and "gru_jax" in peers:
         runners["gru_jax_remat"] = build_gru_jax(case, remat=True)
     if "gru_jax" in peers:
-        for unroll in unroll_variants:
-            runners[f"gru_jax_unroll{unroll}"] = build_gru_jax(case, unroll=unroll)
+        for label, options in (variants or {}).items():
+            runners[f"gru_jax_{label}"] = build_gru_jax(case, **options)
     probe = time_runners(runners, 1, 1)
     slowest = max(float(np.median(v)) for v in probe.values())
     per_round = max(1, int(300 / max(slowest, 1e-3)))  # ~0.3 s per peer per round
@@ -172,6 +172,27 @@ def summarize(rows: list[dict], roofline: dict) -> None:
                 print(f"{name:<16}{mode:<12}{row['impl']:<15}  skipped ({row['skipped']})")
 
 
+def parse_variants(spec: str) -> dict[str, dict]:
+    """'unroll1:unroll=1,tm:time_major=true' -> {'unroll1': {'unroll': 1}, 'tm': {...}}."""
+    variants = {}
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        label, _, assignments = item.partition(":")
+        options = {}
+        for assignment in filter(None, assignments.split(";")):
+            key, _, value = assignment.partition("=")
+            lowered = value.strip().lower()
+            if lowered in ("true", "false"):
+                options[key.strip()] = lowered == "true"
+            else:
+                try:
+                    options[key.strip()] = int(value)
+                except ValueError:
+                    message = f"--variants: {assignment!r} is not option=integer|true|false"
+                    raise SystemExit(message) from None
+        variants[label] = options
+    return variants
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", default=",".join(SHAPES), help="comma-separated cases")
@@ -182,14 +203,15 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="2 rounds")
     parser.add_argument("--output", default=None, help="JSON path (default: results/<device>)")
     parser.add_argument(
-        "--unroll-variants",
+        "--variants",
         default="",
-        help="comma-separated scan unroll factors to time as extra gru_jax rows (e.g. 8,16)",
+        help="extra gru_jax rows, 'label:option=value;option=value,...' with integer or "
+        "true/false values, e.g. 'unroll1:unroll=1,tm:time_major=true'",
     )
     args = parser.parse_args()
     rounds = 2 if args.quick else args.rounds
     peers = args.peers.split(",")
-    unrolls = tuple(int(u) for u in args.unroll_variants.split(",") if u.strip())
+    variants = parse_variants(args.variants)
     roofline = step_gemm_roofline(128, 128)
     print(f"device: {device_name()}  jax {jax.__version__}  backend {jax.default_backend()}")
     print(
@@ -216,7 +238,7 @@ def main() -> None:
             for loss in args.losses.split(",") if mode == "train" else ["all"]:
                 case = Case(name=name, mode=mode, loss=loss, **SHAPES[name])
                 print(f"running {name} {mode} {loss} ...", flush=True)
-                rows.extend(run_case(case, peers, rounds, unrolls))
+                rows.extend(run_case(case, peers, rounds, variants))
                 write(rows)  # a run cut short keeps the cases it finished
     summarize(rows, roofline)
     write(rows)

@@ -189,7 +189,7 @@ class GRU(nnx.Module):
         *,
         reset_after: bool = True,
         reverse: bool = False,
-        unroll: int = 1,
+        unroll: int | bool | None = None,
         time_major: bool = False,
         dtype: Any = None,
         param_dtype: Any = jnp.float32,

@@ -187,3 +187,23 @@ def test_in_loop_inference_matches_hoisted_forward_and_keeps_gradients(
     grads = jax.grad(loss, argnums=(0, 1))(weights, x, plan)
     reference = jax.grad(loss, argnums=(0, 1))(weights, x, hoisted_plan)
     assert max_abs_diff(grads, reference) < 1e-4
+
+
+def test_default_unroll_by_backend_and_in_the_plan():
+    from gru_jax.ops.gru_plan import ACCELERATOR_UNROLL, default_unroll, make_plan
+
+    assert default_unroll("cpu") == 1
+    assert default_unroll("gpu") == default_unroll("tpu") == ACCELERATOR_UNROLL > 1
+    options = dict(
+        reset_after=True, time_major=False, compute_dtype=jnp.float32, hoist_inputs=None,
+        chunk_size=16, batch_groups=1, remat=False, save_gates=None,
+    )  # fmt: skip
+    expected = default_unroll()  # this process's backend
+    assert make_plan((4, 30, 3), 8, (False,), unroll=None, **options).unroll == expected
+    # Never more than the sequence's length; explicit values win.
+    assert make_plan((4, 2, 3), 8, (False,), unroll=None, **options).unroll == min(2, expected)
+    assert make_plan((4, 30, 3), 8, (False,), unroll=3, **options).unroll == 3
+    assert make_plan((4, 30, 3), 8, (False,), unroll=True, **options).unroll == 30
+    # The layer's default is None: it follows the backend.
+    layer = gru_jax.GRU(3, 8, rngs=nnx.Rngs(0))
+    assert layer.unroll is None

@@ -25,6 +25,7 @@ from gru_jax.models import VideoPredictor
 from gru_jax.models.video_ops import (
     advect,
     depth_to_space,
+    intensity_logits,
     matching_costs,
     matching_prior,
     space_to_depth,
@@ -166,6 +167,51 @@ def test_advection_output_moves_the_last_frame_and_mixes_with_the_drawn_frame():
         VideoPredictor(1, output="flow", rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="not available with output='advection'"):
         model(context, 2, return_context_logits=True)
+
+
+def squeezed_logits(frames, eps=ADVECTION_EPS):
+    p = eps + (1 - 2 * eps) * frames
+    return jnp.log(p) - jnp.log1p(-p)
+
+
+def test_intensity_logits_stay_finite_past_the_unit_range_with_identity_gradient():
+    # TF32 / bfloat16 products leave [0, 1] by ~1e-3: the plain log-odds is then NaN.
+    frames = jnp.array([-2e-3, 0.0, 0.25, 1.0, 1 + 2e-3], jnp.float32)
+    assert np.isnan(np.asarray(squeezed_logits(frames))[[0, 4]]).all()
+    logits = np.asarray(intensity_logits(frames))
+    assert np.isfinite(logits).all()
+    np.testing.assert_allclose(logits[1:4], squeezed_logits(frames[1:4]), rtol=1e-6)
+    assert logits[0] == logits[1] and logits[4] == logits[3]  # the nearest end's value
+    inside = frames[1:4] * 0.5 + 0.2
+    np.testing.assert_allclose(
+        jax.grad(lambda f: intensity_logits(f).sum())(inside),
+        jax.grad(lambda f: squeezed_logits(f).sum())(inside),
+        rtol=1e-6,
+    )
+    # Outside, the gradient is still the formula's (the clip passes it through).
+    assert np.isfinite(np.asarray(jax.grad(lambda f: intensity_logits(f).sum())(frames))).all()
+
+
+def test_advected_frames_past_one_give_finite_logits(monkeypatch):
+    model = VideoPredictor(
+        1, patch_size=4, hidden_channels=(4,), output="advection",
+        forecaster_input="prediction", rngs=nnx.Rngs(0),
+    )  # fmt: skip
+    original, overshot = VideoPredictor._advect, []
+
+    def advect_past_one(*args):  # as rounding on an accelerator can: leave [0, 1]
+        overshot.append((original(*args) - 0.3) * 8)
+        return overshot[-1]
+
+    monkeypatch.setattr(VideoPredictor, "_advect", advect_past_one)
+    context = jnp.asarray(np.random.default_rng(3).uniform(size=(1, 3, 8, 8, 1)), jnp.float32)
+    logits = np.asarray(model(context, 3))
+    first = np.asarray(overshot[0])
+    assert first.max() > 1 and first.min() < 0  # the plain log-odds would be NaN here
+    assert np.isfinite(logits).all()
+    np.testing.assert_allclose(
+        logits[:, 0], squeezed_logits(np.clip(first, 0, 1)), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_frame_differences_feed_the_encoder_each_frame_and_its_change():

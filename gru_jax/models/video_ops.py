@@ -11,6 +11,24 @@ import numpy as np
 Array = jax.Array
 MATCHING_TEMPERATURE = 0.02  # softmax temperature over the matching costs (mean sq. diff.)
 PRIOR_FLOOR = 1e-3  # added to the prior's probabilities before the log (no -inf logits)
+INTENSITY_EPS = 1e-4  # intensities are squeezed into [eps, 1 - eps] before their logits
+
+
+def unit_clip(frames: Array) -> Array:
+    """``frames`` clipped into [0, 1] in value, with the gradient of the identity.
+
+    Intensities built as convex combinations of pixels in [0, 1] (advection, masks) can
+    leave that range by rounding: by ~1e-7 in float32, by ~1e-3 where matrix products run
+    in TF32 or bfloat16 (GPU and TPU defaults), which is enough to make a log-odds NaN."""
+    return frames + jax.lax.stop_gradient(jnp.clip(frames, 0.0, 1.0) - frames)
+
+
+def intensity_logits(frames: Array, eps: float = INTENSITY_EPS) -> Array:
+    """Log-odds of intensities ``frames`` in [0, 1] (clipped there by :func:`unit_clip`),
+    squeezed into [eps, 1 - eps] so that they stay finite: ``sigmoid`` of the result is
+    ``eps + (1 - 2 eps) · frames``."""
+    p = eps + (1 - 2 * eps) * unit_clip(frames)
+    return jnp.log(p) - jnp.log1p(-p)
 
 
 def _band(cells: int, cell: int, size: int, window: int) -> np.ndarray:

@@ -53,12 +53,15 @@ from flax import nnx
 
 from gru_jax.convgru import ConvGRU, ConvGRUCell, check_frames
 from gru_jax.models.video_ops import (
+    INTENSITY_EPS,
     MATCHING_TEMPERATURE,
     advect,
     depth_to_space,
+    intensity_logits,
     matching_costs,
     matching_prior,
     space_to_depth,
+    unit_clip,
 )
 from gru_jax.ops.conv_gru import conv_gru_step, prepare_conv_step_weights, project_frames
 
@@ -69,7 +72,7 @@ OUTPUTS = ("pixels", "advection")
 ADVECTION_SOURCES = ("previous", "context")
 MOTION_INPUTS = ("none", "differences", "matching")
 ADVECTION_PRIORS = ("none", "matching")
-ADVECTION_EPS = 1e-4  # predicted intensities are squeezed into [eps, 1 - eps] for the logits
+ADVECTION_EPS = INTENSITY_EPS  # predicted intensities are squeezed into [eps, 1 - eps]
 
 
 class VideoPredictor(nnx.Module):
@@ -366,9 +369,10 @@ class VideoPredictor(nnx.Module):
                     else None
                 )
                 before_last = last_frame
-                last_frame = self._advect(step_states, step_logits, source, prior)
-                p = ADVECTION_EPS + (1 - 2 * ADVECTION_EPS) * last_frame
-                step_logits = space_to_depth(jnp.log(p) - jnp.log1p(-p), self.patch_size)
+                # In [0, 1] up to rounding, which TF32 / bfloat16 products make large enough
+                # to leave it (a NaN log-odds on GPU otherwise): clipped, identity gradient.
+                last_frame = unit_clip(self._advect(step_states, step_logits, source, prior))
+                step_logits = space_to_depth(intensity_logits(last_frame), self.patch_size)
                 if self.forecaster_input == "prediction":
                     previous = space_to_depth(last_frame, self.patch_size)
             elif self.forecaster_input == "prediction":

@@ -34,7 +34,7 @@ def gru_scan(
     time_major: bool = False,
     reset_after: bool = True,
     reverse: bool = False,
-    unroll: int | bool = 1,
+    unroll: int | bool | None = None,
     compute_dtype=jnp.float32,
     hoist_inputs: bool | None = None,
     chunk_size: int = 16,
@@ -54,7 +54,8 @@ def gru_scan(
       seq_lengths: int[batch] valid lengths (padding at the end) or None.
       reset_after: cuDNN/PyTorch form (True) or the reset-before form (False).
       reverse: process each sequence's valid part from its end.
-      unroll: loop unroll factor (forward and backward recurrences); True: fully.
+      unroll: loop unroll factor (forward and backward recurrences); True: fully; None:
+        1 on CPU, 8 on accelerators (``gru_plan.default_unroll``).
       compute_dtype: dtype of the GEMM operands (e.g. bfloat16); gates, state and
         accumulation stay float32.
       hoist_inputs: project all steps' inputs before the loop (None: when
@@ -111,7 +112,7 @@ def bidirectional_gru_scan(
     *,
     time_major: bool = False,
     reset_after: bool = True,
-    unroll: int | bool = 1,
+    unroll: int | bool | None = None,
     compute_dtype=jnp.float32,
     hoist_inputs: bool | None = None,
     chunk_size: int = 16,
