@@ -133,8 +133,18 @@ def first_frame_by_hand(model, context, x, prior=(0.0, 0.0)):
         x = cell(state, x)[0]
         fresh.append(x)
     stacked = jnp.concatenate(fresh, axis=-1)
-    logits = model.kernel_head(stacked)  # vertical then horizontal logits per cell
-    taps = logits.shape[-1] // 2
+    logits = np.asarray(model.kernel_head(stacked))
+    cps = model.cells_per_side  # kernel pairs per patch side, row-major in the channels
+    if cps > 1:  # cell (i, j) reads patch (i // cps, j // cps)'s sub-cell (i % cps, j % cps)
+        batch, rows, cols, width = logits.shape
+        pair = width // cps**2
+        cells = np.zeros((batch, rows * cps, cols * cps, pair), np.float32)
+        for i in range(rows * cps):
+            for j in range(cols * cps):
+                sub = (i % cps) * cps + j % cps
+                cells[:, i, j] = logits[:, i // cps, j // cps, sub * pair : (sub + 1) * pair]
+        logits = cells
+    taps = logits.shape[-1] // 2  # vertical then horizontal logits per cell
     ky = jax.nn.softmax(logits[..., :taps] + prior[0], -1)
     kx = jax.nn.softmax(logits[..., taps:] + prior[1], -1)
     p = model.patch_size
@@ -167,6 +177,23 @@ def test_advection_output_moves_the_last_frame_and_mixes_with_the_drawn_frame():
         VideoPredictor(1, output="flow", rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="not available with output='advection'"):
         model(context, 2, return_context_logits=True)
+
+
+@pytest.mark.parametrize("cell", [4, 2, 1])
+def test_advection_cells_smaller_than_a_patch_each_get_their_kernels(cell):
+    model = VideoPredictor(
+        1, patch_size=4, hidden_channels=(4,), output="advection", advection_cell_size=cell,
+        forecaster_input="prediction", rngs=nnx.Rngs(0),
+    )  # fmt: skip
+    assert model.kernel_head.out_features == 2 * 9 * (4 // cell) ** 2
+    context = jnp.asarray(np.random.default_rng(5).uniform(size=(2, 3, 16, 16, 1)), jnp.float32)
+    predicted = jax.nn.sigmoid(model(context, 2))
+    first = first_frame_by_hand(model, context, space_to_depth(context[:, -1], 4))
+    np.testing.assert_allclose(
+        predicted[:, 0], ADVECTION_EPS + (1 - 2 * ADVECTION_EPS) * first, atol=2e-5
+    )
+    with pytest.raises(ValueError, match="advection_cell_size must divide patch_size 4, got 3"):
+        VideoPredictor(1, patch_size=4, output="advection", advection_cell_size=3, rngs=nnx.Rngs(0))
 
 
 def squeezed_logits(frames, eps=ADVECTION_EPS):

@@ -107,6 +107,10 @@ class VideoPredictor(nnx.Module):
         as the logits of that intensity squeezed into [1e-4, 1 - 1e-4]).
       advection_kernel_size: window of the advection kernels (odd; must span the motion
         they express: 9 reaches 4 pixels, 73 reaches 36).
+      advection_cell_size: side in pixels of the cells that share one kernel pair (a
+        divisor of ``patch_size``; None: ``patch_size``). Smaller cells let neighbouring
+        pixels of one patch move differently (a digit's edge and the background it enters)
+        at the cost of a wider kernel head: ``(patch_size / cell)²`` kernel pairs per patch.
       advection_source: which frame the kernels move: ``'previous'`` (the previous frame,
         as in Finn et al.: the kernels say one frame's motion, and the moves compound, so
         each imprecise step blurs the next) or ``'context'`` (always the last context
@@ -149,6 +153,7 @@ class VideoPredictor(nnx.Module):
         forecaster: str = "separate",
         output: str = "pixels",
         advection_kernel_size: int = 9,
+        advection_cell_size: int | None = None,
         advection_source: str = "previous",
         advection_prior: str = "none",
         forecaster_motion: bool = False,
@@ -208,6 +213,9 @@ class VideoPredictor(nnx.Module):
                 f"matching_radius and motion_channels must be >= 1, got {matching_radius}, "
                 f"{motion_channels}"
             )
+        cell = patch_size if advection_cell_size is None else advection_cell_size
+        if cell < 1 or patch_size % cell:
+            raise ValueError(f"advection_cell_size must divide patch_size {patch_size}, got {cell}")
         if advection_kernel_size < 1 or advection_kernel_size % 2 == 0:
             raise ValueError(
                 f"advection_kernel_size must be a positive odd int, got {advection_kernel_size}"
@@ -221,6 +229,7 @@ class VideoPredictor(nnx.Module):
         self.channels = channels
         self.patch_size = patch_size
         self.advection = output == "advection"
+        self.cells_per_side = patch_size // cell  # kernel pairs per patch side
         self.advection_source = advection_source
         self.advection_prior = advection_prior
         self.forecaster_motion = forecaster_motion
@@ -262,7 +271,9 @@ class VideoPredictor(nnx.Module):
         self.head = conv(hidden or states, patch_features, rngs=rngs)
         # Advection: per-cell kernels and per-pixel mask logits from the same states.
         self.kernel_head = (
-            conv(states, 2 * advection_kernel_size, rngs=rngs) if self.advection else None
+            conv(states, 2 * advection_kernel_size * (patch_size // cell) ** 2, rngs=rngs)
+            if self.advection
+            else None
         )
         self.mask_head = conv(states, patch_features, rngs=rngs) if self.advection else None
 
@@ -387,10 +398,16 @@ class VideoPredictor(nnx.Module):
         per-cell kernels (their logits plus ``prior``'s, if given), mixed per pixel with
         the drawn frame ``sigmoid(drawn_logits)``."""
         p = self.patch_size
-        logits = self.kernel_head(states).astype(jnp.float32)  # [vertical | horizontal]
+        logits = self.kernel_head(states).astype(jnp.float32)
+        # One [vertical | horizontal] logit pair per cell: the patch's cells side by side
+        # in the channels, laid out like a space-to-depth patch.
+        logits = depth_to_space(logits, self.cells_per_side)
         logits = logits.reshape(*logits.shape[:-1], 2, -1)
-        if prior is not None:
-            logits = logits + jnp.stack(prior, axis=-2)
+        if prior is not None:  # per patch: the same for each of its cells
+            prior = jnp.stack(prior, axis=-2)
+            for axis in (1, 2):
+                prior = jnp.repeat(prior, self.cells_per_side, axis=axis)
+            logits = logits + prior
         kernels = jax.nn.softmax(logits, axis=-1)
         moved = advect(frame, kernels[..., 0, :], kernels[..., 1, :])
         mask = jax.nn.sigmoid(depth_to_space(self.mask_head(states).astype(jnp.float32), p))
