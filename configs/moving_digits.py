@@ -61,6 +61,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.train = common.train()  # fields documented in configs/common.py
     config.train.loss = "bce"  # 'bce' on logits | 'mse' of sigmoid(logits)
     config.train.context_loss_weight = 0.0  # weight of the encoder's next-frame loss (0: off)
+    config.train.one_step_loss_weight = 0.0  # weight of the teacher-forced one-step loss
     config.train.batch_size = 8  # videos per step
     config.train.num_epochs = 2.0  # passes over the training videos (~18 min on 2 cores)
     config.train.eval_batch_size = 100  # test videos per evaluation batch

@@ -196,6 +196,56 @@ def test_advection_cells_smaller_than_a_patch_each_get_their_kernels(cell):
         VideoPredictor(1, patch_size=4, output="advection", advection_cell_size=3, rngs=nnx.Rngs(0))
 
 
+def test_one_step_logits_move_the_true_previous_frame_with_the_rollouts_kernels():
+    model = VideoPredictor(
+        1, patch_size=4, hidden_channels=(4,), output="advection",
+        forecaster_input="prediction", rngs=nnx.Rngs(0),
+    )  # fmt: skip
+    rng = np.random.default_rng(6)
+    context = jnp.asarray(rng.uniform(size=(2, 3, 8, 8, 1)), jnp.float32)
+    truth = jnp.asarray(rng.uniform(size=(2, 4, 8, 8, 1)), jnp.float32)
+    plain = model(context, 4)
+    future, one_step = model(context, 4, teacher_future=truth)
+    assert one_step.shape == (2, 3, 8, 8, 1)
+    np.testing.assert_allclose(future, plain, rtol=1e-6)  # the rollout is unchanged
+    # Teacher = the model's own predictions: one-step frame t is the rollout's frame t.
+    own = (jax.nn.sigmoid(plain) - ADVECTION_EPS) / (1 - 2 * ADVECTION_EPS)
+    _, replayed = model(context, 4, teacher_future=own)
+    np.testing.assert_allclose(replayed, plain[:, 1:], atol=2e-4)
+    # One-step frame t reads the true frame t-1 and nothing later.
+    changed = truth.at[:, 2].set(0.0)
+    _, moved = model(context, 4, teacher_future=changed)
+    np.testing.assert_allclose(moved[:, :2], one_step[:, :2], rtol=1e-6)
+    assert float(jnp.abs(moved[:, 2] - one_step[:, 2]).max()) > 1e-3
+    with pytest.raises(ValueError, match=r"teacher_future has shape \(2, 3, 8, 8, 1\)"):
+        model(context, 4, teacher_future=truth[:, :3])
+    pixels = VideoPredictor(1, patch_size=4, hidden_channels=(4,), rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="teacher_future needs output='advection'"):
+        pixels(context, 4, teacher_future=truth)
+
+
+def test_one_step_loss_weight_adds_the_teacher_forced_loss():
+    config = moving_digits.get_config("smoke")
+    config.train.one_step_loss_weight = 0.5
+    task = video_prediction.VideoPredictionTask(config)
+    model = VideoPredictor(
+        1, patch_size=4, hidden_channels=(4,), output="advection",
+        forecaster_input="prediction", rngs=nnx.Rngs(0),
+    )  # fmt: skip
+    cfg = config.dataset
+    steps = cfg.context_frames + cfg.future_frames
+    frames = np.random.default_rng(1).integers(0, 256, (2, steps, 16, 16, 1), dtype=np.uint8)
+    loss, metrics = task.loss(model, {"frames": jnp.asarray(frames)})
+    video = frames.astype(np.float32) / 255.0
+    context, future = video[:, : cfg.context_frames], video[:, cfg.context_frames :]
+    logits, one_step = model(jnp.asarray(context), cfg.future_frames, teacher_future=future)
+    expected_future, expected_one_step = bce(logits, future), bce(one_step, future[:, 1:])
+    assert expected_one_step > 0
+    np.testing.assert_allclose(float(metrics["future_loss"]), expected_future, rtol=1e-5)
+    np.testing.assert_allclose(float(metrics["one_step_loss"]), expected_one_step, rtol=1e-5)
+    np.testing.assert_allclose(float(loss), expected_future + 0.5 * expected_one_step, rtol=1e-5)
+
+
 def squeezed_logits(frames, eps=ADVECTION_EPS):
     p = eps + (1 - 2 * eps) * frames
     return jnp.log(p) - jnp.log1p(-p)
@@ -227,13 +277,13 @@ def test_advected_frames_past_one_give_finite_logits(monkeypatch):
     original, overshot = VideoPredictor._advect, []
 
     def advect_past_one(*args):  # as rounding on an accelerator can: leave [0, 1]
-        overshot.append((original(*args) - 0.3) * 8)
+        overshot.append([(frame - 0.3) * 8 for frame in original(*args)])
         return overshot[-1]
 
     monkeypatch.setattr(VideoPredictor, "_advect", advect_past_one)
     context = jnp.asarray(np.random.default_rng(3).uniform(size=(1, 3, 8, 8, 1)), jnp.float32)
     logits = np.asarray(model(context, 3))
-    first = np.asarray(overshot[0])
+    first = np.asarray(overshot[0][0])
     assert first.max() > 1 and first.min() < 0  # the plain log-odds would be NaN here
     assert np.isfinite(logits).all()
     np.testing.assert_allclose(
@@ -373,6 +423,11 @@ def test_moving_digits_smoke_run(tmp_path):
     assert 0 < test["baseline_zeros_mse"] and test["baseline_mean_mse"] < test["baseline_zeros_mse"]
 
 
+def bce(x, t):  # mean over everything of max(x, 0) - x t + log(1 + e^-|x|)
+    x = np.asarray(x, np.float64)
+    return float(np.mean(np.maximum(x, 0) - x * t + np.log1p(np.exp(-np.abs(x)))))
+
+
 def test_context_loss_weight_adds_the_encoder_next_frame_loss():
     config = moving_digits.get_config("smoke")
     config.train.context_loss_weight = 0.5
@@ -385,10 +440,6 @@ def test_context_loss_weight_adds_the_encoder_next_frame_loss():
     video = frames.astype(np.float32) / 255.0
     context, future = video[:, : cfg.context_frames], video[:, cfg.context_frames :]
     logits, guesses = model(jnp.asarray(context), cfg.future_frames, return_context_logits=True)
-
-    def bce(x, t):  # mean over everything of max(x, 0) - x t + log(1 + e^-|x|)
-        x = np.asarray(x, np.float64)
-        return float(np.mean(np.maximum(x, 0) - x * t + np.log1p(np.exp(-np.abs(x)))))
 
     expected_future, expected_context = bce(logits, future), bce(guesses, context[:, 1:])
     np.testing.assert_allclose(float(metrics["future_loss"]), expected_future, rtol=1e-5)

@@ -102,7 +102,7 @@ class VideoPredictionTask(Task):
     """Config fields used: ``dataset.{digit_source, data_dir, split_seed, test_set,
     num_train, num_test, test_seed, context_frames, future_frames, canvas, digit_size,
     num_digits}``, ``model.*`` (`VideoPredictor`'s arguments), ``train.{loss,
-    context_loss_weight}``,
+    context_loss_weight, one_step_loss_weight}``,
     ``plots.num_examples``; ``seed`` also seeds the training videos."""
 
     main_metric = "mse"
@@ -208,15 +208,28 @@ class VideoPredictionTask(Task):
     def loss(self, model: nnx.Module, batch: Batch) -> tuple[Array, dict[str, Array]]:
         context, future = self._split(batch)
         weight = self.config.train.context_loss_weight
+        one_step_weight = self.config.train.one_step_loss_weight
+        one_step_loss = jnp.zeros(())
         if weight > 0:
             logits, guesses = model(context, future.shape[1], return_context_logits=True)
             context_loss = self._objective(guesses, context[:, 1:]).mean()
+        elif one_step_weight > 0:
+            logits, one_step = model(context, future.shape[1], teacher_future=future)
+            context_loss = jnp.zeros(())
+            if one_step.shape[1]:
+                one_step_loss = self._objective(one_step, future[:, 1:]).mean()
         else:
             logits, context_loss = model(context, future.shape[1]), jnp.zeros(())
         future_loss = self._objective(logits, future).mean()
         squared = jnp.sum((jax.nn.sigmoid(logits) - future) ** 2, axis=(2, 3, 4))
-        metrics = {"mse": squared.mean(), "future_loss": future_loss, "context_loss": context_loss}
-        return future_loss + weight * context_loss, metrics
+        metrics = {
+            "mse": squared.mean(),
+            "future_loss": future_loss,
+            "context_loss": context_loss,
+            "one_step_loss": one_step_loss,
+        }
+        loss = future_loss + weight * context_loss + one_step_weight * one_step_loss
+        return loss, metrics
 
     def eval_outputs(self, model: nnx.Module, batch: Batch) -> dict[str, Array]:
         context, future = self._split(batch)

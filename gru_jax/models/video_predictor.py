@@ -83,7 +83,13 @@ class VideoPredictor(nnx.Module):
     num_future, H, W, channels]`` (``sigmoid(logits)`` is the predicted intensity). With
     ``return_context_logits=True`` also the encoder's next-frame logits at each context
     step, f32[batch, T_in - 1, H, W, channels] (the guesses of frames 2..T_in; the head
-    reads the encoder states as it reads the forecaster's), for an auxiliary loss.
+    reads the encoder states as it reads the forecaster's), for an auxiliary loss. With
+    ``teacher_future`` (the true future frames, f32[batch, num_future, H, W, channels];
+    advected output only) also the *one-step* logits f32[batch, num_future - 1, H, W,
+    channels]: at each predicted step t ≥ 1, the step's kernels and mask applied to the
+    true frame t-1 instead of the model's own prediction. They supervise the motion the
+    states produce at every step without the errors of earlier steps in the way, for an
+    auxiliary loss; the rollout itself is unchanged.
 
     Args:
       channels: image channels (1 for moving digits).
@@ -311,7 +317,11 @@ class VideoPredictor(nnx.Module):
         return grid.reshape(*lead, *grid.shape[1:]).astype(jnp.float32)
 
     def __call__(
-        self, context: Array, num_future: int, return_context_logits: bool = False
+        self,
+        context: Array,
+        num_future: int,
+        return_context_logits: bool = False,
+        teacher_future: Array | None = None,
     ) -> Array | tuple[Array, Array]:
         check_frames(context, self.channels, time_major=False, name="context")
         height, width = context.shape[2:4]
@@ -321,11 +331,22 @@ class VideoPredictor(nnx.Module):
             )
         if self.advection and return_context_logits:
             raise ValueError("return_context_logits is not available with output='advection'")
+        if teacher_future is not None:
+            if not self.advection or self.advection_source != "previous":
+                raise ValueError(
+                    "teacher_future needs output='advection' and advection_source='previous'"
+                )
+            expected = (context.shape[0], num_future, *context.shape[2:])
+            if tuple(teacher_future.shape) != expected:
+                raise ValueError(
+                    f"teacher_future has shape {tuple(teacher_future.shape)}, expected {expected}"
+                )
+            teacher_future = teacher_future.astype(jnp.float32)
         states, encoder_outputs = self.encode(context)
         if self.shared:
             future = self._continue(states, num_future)
         else:
-            future = self._forecast(context, states, num_future)
+            future = self._forecast(context, states, num_future, teacher_future)
         if not return_context_logits:
             return future
         # The encoder's guess of the next frame at every context step but the last (whose
@@ -346,8 +367,9 @@ class VideoPredictor(nnx.Module):
             logits.append(self._logits(jnp.concatenate(states, axis=-1)))
         return depth_to_space(jnp.stack(logits, axis=1), self.patch_size)
 
-    def _forecast(self, context: Array, states: list[Array], num_future: int) -> Array:
-        """``forecaster='separate'``: the forecaster cells, started from the encoder's states."""
+    def _forecast(self, context: Array, states: list[Array], num_future: int, teacher_future=None):
+        """``forecaster='separate'``: the forecaster cells, started from the encoder's states
+        (with ``teacher_future``, also the one-step logits: see ``__call__``)."""
         cells = list(self.forecaster)
         weights = [prepare_conv_step_weights(c.weights(), c.compute_dtype) for c in cells]
         last_frame = context_frame = context[:, -1].astype(jnp.float32)
@@ -355,8 +377,9 @@ class VideoPredictor(nnx.Module):
         previous = space_to_depth(last_frame, self.patch_size)
         if self.forecaster_input == "zeros":
             previous = jnp.zeros_like(previous)
-        logits = []
-        for _ in range(num_future):
+        logits, one_step = [], []
+        teacher = None if teacher_future is None else jnp.moveaxis(teacher_future, 1, 0)
+        for step in range(num_future):
             x = previous
             if self.forecaster_motion:  # the motion of the last two frames, as observed
                 pair = jax.lax.stop_gradient(jnp.stack([before_last, last_frame], axis=1))
@@ -382,21 +405,32 @@ class VideoPredictor(nnx.Module):
                 before_last = last_frame
                 # In [0, 1] up to rounding, which TF32 / bfloat16 products make large enough
                 # to leave it (a NaN log-odds on GPU otherwise): clipped, identity gradient.
-                last_frame = unit_clip(self._advect(step_states, step_logits, source, prior))
+                sources = [source] if teacher is None or step == 0 else [source, teacher[step - 1]]
+                moved = [
+                    unit_clip(f) for f in self._advect(step_states, step_logits, sources, prior)
+                ]
+                last_frame = moved[0]
+                if len(moved) > 1:  # the same kernels and mask applied to the true frame
+                    one_step.append(space_to_depth(intensity_logits(moved[1]), self.patch_size))
                 step_logits = space_to_depth(intensity_logits(last_frame), self.patch_size)
                 if self.forecaster_input == "prediction":
                     previous = space_to_depth(last_frame, self.patch_size)
             elif self.forecaster_input == "prediction":
                 previous = jax.nn.sigmoid(step_logits)
             logits.append(step_logits)
-        return depth_to_space(jnp.stack(logits, axis=1), self.patch_size)
+        future = depth_to_space(jnp.stack(logits, axis=1), self.patch_size)
+        if teacher is None:
+            return future
+        if not one_step:  # a single predicted frame: nothing to teacher-force
+            return future, jnp.zeros((future.shape[0], 0, *future.shape[2:]), future.dtype)
+        return future, depth_to_space(jnp.stack(one_step, axis=1), self.patch_size)
 
     def _advect(
-        self, states: Array, drawn_logits: Array, frame: Array, prior: tuple | None = None
-    ) -> Array:
-        """One predicted frame f32[B, H, W, C] in [0, 1]: ``frame`` moved by the states'
-        per-cell kernels (their logits plus ``prior``'s, if given), mixed per pixel with
-        the drawn frame ``sigmoid(drawn_logits)``."""
+        self, states: Array, drawn_logits: Array, frames: list[Array], prior: tuple | None = None
+    ) -> list[Array]:
+        """Predicted frames f32[B, H, W, C] in [0, 1], one per source in ``frames``: each
+        moved by the states' per-cell kernels (their logits plus ``prior``'s, if given),
+        mixed per pixel with the drawn frame ``sigmoid(drawn_logits)``."""
         p = self.patch_size
         logits = self.kernel_head(states).astype(jnp.float32)
         # One [vertical | horizontal] logit pair per cell: the patch's cells side by side
@@ -409,7 +443,9 @@ class VideoPredictor(nnx.Module):
                 prior = jnp.repeat(prior, self.cells_per_side, axis=axis)
             logits = logits + prior
         kernels = jax.nn.softmax(logits, axis=-1)
-        moved = advect(frame, kernels[..., 0, :], kernels[..., 1, :])
         mask = jax.nn.sigmoid(depth_to_space(self.mask_head(states).astype(jnp.float32), p))
         drawn = jax.nn.sigmoid(depth_to_space(drawn_logits, p))
-        return mask * moved + (1 - mask) * drawn
+        return [
+            mask * advect(frame, kernels[..., 0, :], kernels[..., 1, :]) + (1 - mask) * drawn
+            for frame in frames
+        ]
