@@ -225,20 +225,14 @@ def test_one_step_logits_move_the_true_previous_frame_with_the_rollouts_kernels(
 
 
 def test_one_step_loss_weight_adds_the_teacher_forced_loss():
-    config = moving_digits.get_config("smoke")
-    config.train.one_step_loss_weight = 0.5
-    task = video_prediction.VideoPredictionTask(config)
     model = VideoPredictor(
         1, patch_size=4, hidden_channels=(4,), output="advection",
         forecaster_input="prediction", rngs=nnx.Rngs(0),
     )  # fmt: skip
-    cfg = config.dataset
-    steps = cfg.context_frames + cfg.future_frames
-    frames = np.random.default_rng(1).integers(0, 256, (2, steps, 16, 16, 1), dtype=np.uint8)
-    loss, metrics = task.loss(model, {"frames": jnp.asarray(frames)})
-    video = frames.astype(np.float32) / 255.0
-    context, future = video[:, : cfg.context_frames], video[:, cfg.context_frames :]
-    logits, one_step = model(jnp.asarray(context), cfg.future_frames, teacher_future=future)
+    loss, metrics, context, future = task_loss_on_random_videos(
+        model, seed=1, one_step_loss_weight=0.5
+    )
+    logits, one_step = model(context, future.shape[1], teacher_future=future)
     expected_future, expected_one_step = bce(logits, future), bce(one_step, future[:, 1:])
     assert expected_one_step > 0
     np.testing.assert_allclose(float(metrics["future_loss"]), expected_future, rtol=1e-5)
@@ -423,23 +417,31 @@ def test_moving_digits_smoke_run(tmp_path):
     assert 0 < test["baseline_zeros_mse"] and test["baseline_mean_mse"] < test["baseline_zeros_mse"]
 
 
+def task_loss_on_random_videos(model, seed, **train_fields):
+    """The smoke config's task loss (with ``train_fields`` set) on random uint8 videos:
+    ``(loss, metrics, context, future)``, the frames as floats in [0, 1]."""
+    config = moving_digits.get_config("smoke")
+    config.train.update(train_fields)
+    task = video_prediction.VideoPredictionTask(config)
+    cfg = config.dataset
+    steps = cfg.context_frames + cfg.future_frames
+    frames = np.random.default_rng(seed).integers(0, 256, (2, steps, 16, 16, 1), dtype=np.uint8)
+    loss, metrics = task.loss(model, {"frames": jnp.asarray(frames)})
+    video = jnp.asarray(frames.astype(np.float32) / 255.0)
+    return loss, metrics, video[:, : cfg.context_frames], video[:, cfg.context_frames :]
+
+
 def bce(x, t):  # mean over everything of max(x, 0) - x t + log(1 + e^-|x|)
     x = np.asarray(x, np.float64)
     return float(np.mean(np.maximum(x, 0) - x * t + np.log1p(np.exp(-np.abs(x)))))
 
 
 def test_context_loss_weight_adds_the_encoder_next_frame_loss():
-    config = moving_digits.get_config("smoke")
-    config.train.context_loss_weight = 0.5
-    task = video_prediction.VideoPredictionTask(config)
     model = VideoPredictor(1, patch_size=4, hidden_channels=(4,), rngs=nnx.Rngs(0))
-    cfg = config.dataset
-    steps = cfg.context_frames + cfg.future_frames
-    frames = np.random.default_rng(0).integers(0, 256, (2, steps, 16, 16, 1), dtype=np.uint8)
-    loss, metrics = task.loss(model, {"frames": jnp.asarray(frames)})
-    video = frames.astype(np.float32) / 255.0
-    context, future = video[:, : cfg.context_frames], video[:, cfg.context_frames :]
-    logits, guesses = model(jnp.asarray(context), cfg.future_frames, return_context_logits=True)
+    loss, metrics, context, future = task_loss_on_random_videos(
+        model, seed=0, context_loss_weight=0.5
+    )
+    logits, guesses = model(context, future.shape[1], return_context_logits=True)
 
     expected_future, expected_context = bce(logits, future), bce(guesses, context[:, 1:])
     np.testing.assert_allclose(float(metrics["future_loss"]), expected_future, rtol=1e-5)
