@@ -217,6 +217,8 @@ def test_one_step_logits_move_the_true_previous_frame_with_the_rollouts_kernels(
     _, moved = model(context, 4, teacher_future=changed)
     np.testing.assert_allclose(moved[:, :2], one_step[:, :2], rtol=1e-6)
     assert float(jnp.abs(moved[:, 2] - one_step[:, 2]).max()) > 1e-3
+    _, none_yet = model(context, 1, teacher_future=truth[:, :1])  # one frame: no t >= 1
+    assert none_yet.shape == (2, 0, 8, 8, 1)
     with pytest.raises(ValueError, match=r"teacher_future has shape \(2, 3, 8, 8, 1\)"):
         model(context, 4, teacher_future=truth[:, :3])
     pixels = VideoPredictor(1, patch_size=4, hidden_channels=(4,), rngs=nnx.Rngs(0))
