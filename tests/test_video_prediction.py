@@ -192,8 +192,39 @@ def test_advection_cells_smaller_than_a_patch_each_get_their_kernels(cell):
     np.testing.assert_allclose(
         predicted[:, 0], ADVECTION_EPS + (1 - 2 * ADVECTION_EPS) * first, atol=2e-5
     )
-    with pytest.raises(ValueError, match="advection_cell_size must divide patch_size 4, got 3"):
-        VideoPredictor(1, patch_size=4, output="advection", advection_cell_size=3, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="must divide or be a multiple of patch_size 4, got 6"):
+        VideoPredictor(1, patch_size=4, output="advection", advection_cell_size=6, rngs=nnx.Rngs(0))
+
+
+def test_advection_cells_of_several_patches_share_their_mean_logits():
+    model = VideoPredictor(
+        1, patch_size=4, hidden_channels=(4,), output="advection", advection_cell_size=8,
+        forecaster_input="prediction", rngs=nnx.Rngs(0),
+    )  # fmt: skip
+    context = jnp.asarray(np.random.default_rng(7).uniform(size=(2, 3, 16, 16, 1)), jnp.float32)
+    predicted = jax.nn.sigmoid(model(context, 2))
+    # By hand: the per-patch logits averaged over each 2x2 block of patches.
+    states, _ = model.encode(context)
+    x = space_to_depth(context[:, -1], 4)
+    fresh = []
+    for cell, state in zip(model.forecaster, states):
+        x = cell(state, x)[0]
+        fresh.append(x)
+    stacked = jnp.concatenate(fresh, axis=-1)
+    logits = np.asarray(model.kernel_head(stacked))  # [2, 4, 4, 18] per patch
+    pooled = np.zeros((2, 2, 2, 18), np.float32)
+    for i in range(2):
+        for j in range(2):
+            pooled[:, i, j] = logits[:, 2 * i : 2 * i + 2, 2 * j : 2 * j + 2].mean(axis=(1, 2))
+    ky, kx = jax.nn.softmax(pooled[..., :9], -1), jax.nn.softmax(pooled[..., 9:], -1)
+    mask = jax.nn.sigmoid(depth_to_space(model.mask_head(stacked), 4))
+    drawn = jax.nn.sigmoid(depth_to_space(model.head(stacked), 4))
+    first = mask * advect(context[:, -1], ky, kx) + (1 - mask) * drawn
+    np.testing.assert_allclose(
+        predicted[:, 0], ADVECTION_EPS + (1 - 2 * ADVECTION_EPS) * first, atol=2e-5
+    )
+    with pytest.raises(ValueError, match="not a multiple of advection_cell_size=8"):
+        model(context[:, :, :12, :12], 2)
 
 
 def test_one_step_logits_move_the_true_previous_frame_with_the_rollouts_kernels():

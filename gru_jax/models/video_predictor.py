@@ -114,9 +114,11 @@ class VideoPredictor(nnx.Module):
       advection_kernel_size: window of the advection kernels (odd; must span the motion
         they express: 9 reaches 4 pixels, 73 reaches 36).
       advection_cell_size: side in pixels of the cells that share one kernel pair (a
-        divisor of ``patch_size``; None: ``patch_size``). Smaller cells let neighbouring
-        pixels of one patch move differently (a digit's edge and the background it enters)
-        at the cost of a wider kernel head: ``(patch_size / cell)²`` kernel pairs per patch.
+        divisor or a multiple of ``patch_size``; None: ``patch_size``). Smaller cells let
+        neighbouring pixels of one patch move differently (a digit's edge and the
+        background it enters) at the cost of a wider kernel head: ``(patch_size / cell)²``
+        kernel pairs per patch. Larger cells average the kernel logits of their
+        ``(cell / patch_size)²`` patches: one motion for a larger area.
       advection_source: which frame the kernels move: ``'previous'`` (the previous frame,
         as in Finn et al.: the kernels say one frame's motion, and the moves compound, so
         each imprecise step blurs the next) or ``'context'`` (always the last context
@@ -220,8 +222,11 @@ class VideoPredictor(nnx.Module):
                 f"{motion_channels}"
             )
         cell = patch_size if advection_cell_size is None else advection_cell_size
-        if cell < 1 or patch_size % cell:
-            raise ValueError(f"advection_cell_size must divide patch_size {patch_size}, got {cell}")
+        if cell < 1 or (patch_size % cell and cell % patch_size):
+            raise ValueError(
+                f"advection_cell_size must divide or be a multiple of patch_size {patch_size}, "
+                f"got {cell}"
+            )
         if advection_kernel_size < 1 or advection_kernel_size % 2 == 0:
             raise ValueError(
                 f"advection_kernel_size must be a positive odd int, got {advection_kernel_size}"
@@ -235,7 +240,8 @@ class VideoPredictor(nnx.Module):
         self.channels = channels
         self.patch_size = patch_size
         self.advection = output == "advection"
-        self.cells_per_side = patch_size // cell  # kernel pairs per patch side
+        self.cells_per_side = max(1, patch_size // cell)  # kernel pairs per patch side
+        self.patches_per_cell = max(1, cell // patch_size)  # patches per cell side
         self.advection_source = advection_source
         self.advection_prior = advection_prior
         self.forecaster_motion = forecaster_motion
@@ -277,7 +283,7 @@ class VideoPredictor(nnx.Module):
         self.head = conv(hidden or states, patch_features, rngs=rngs)
         # Advection: per-cell kernels and per-pixel mask logits from the same states.
         self.kernel_head = (
-            conv(states, 2 * advection_kernel_size * (patch_size // cell) ** 2, rngs=rngs)
+            conv(states, 2 * advection_kernel_size * self.cells_per_side**2, rngs=rngs)
             if self.advection
             else None
         )
@@ -328,6 +334,11 @@ class VideoPredictor(nnx.Module):
         if height % self.patch_size or width % self.patch_size:
             raise ValueError(
                 f"frame size {height}x{width} is not a multiple of patch_size={self.patch_size}"
+            )
+        cell = self.patch_size * self.patches_per_cell
+        if self.advection and (height % cell or width % cell):
+            raise ValueError(
+                f"frame size {height}x{width} is not a multiple of advection_cell_size={cell}"
             )
         if self.advection and return_context_logits:
             raise ValueError("return_context_logits is not available with output='advection'")
@@ -442,6 +453,11 @@ class VideoPredictor(nnx.Module):
             for axis in (1, 2):
                 prior = jnp.repeat(prior, self.cells_per_side, axis=axis)
             logits = logits + prior
+        if self.patches_per_cell > 1:  # a cell of several patches: their mean logits
+            m = self.patches_per_cell
+            batch, rows, cols = logits.shape[:3]
+            logits = logits.reshape(batch, rows // m, m, cols // m, m, *logits.shape[3:])
+            logits = logits.mean(axis=(2, 4))
         kernels = jax.nn.softmax(logits, axis=-1)
         mask = jax.nn.sigmoid(depth_to_space(self.mask_head(states).astype(jnp.float32), p))
         drawn = jax.nn.sigmoid(depth_to_space(drawn_logits, p))
