@@ -63,15 +63,10 @@ from gru_jax.models.video_ops import (
     space_to_depth,
     unit_clip,
 )
+from gru_jax.models.video_options import check_options
 from gru_jax.ops.conv_gru import conv_gru_step, prepare_conv_step_weights, project_frames
 
 Array = jax.Array
-FORECASTER_INPUTS = ("zeros", "prediction")
-FORECASTERS = ("separate", "shared")
-OUTPUTS = ("pixels", "advection")
-ADVECTION_SOURCES = ("previous", "context")
-MOTION_INPUTS = ("none", "differences", "matching")
-ADVECTION_PRIORS = ("none", "matching")
 ADVECTION_EPS = INTENSITY_EPS  # predicted intensities are squeezed into [eps, 1 - eps]
 
 
@@ -171,72 +166,22 @@ class VideoPredictor(nnx.Module):
         dtype: Any = None,
         rngs: nnx.Rngs,
     ):
-        if forecaster_input not in FORECASTER_INPUTS:
-            raise ValueError(
-                f"unknown forecaster_input {forecaster_input!r}: expected one of "
-                f"{', '.join(FORECASTER_INPUTS)}"
-            )
-        if forecaster not in FORECASTERS:
-            raise ValueError(
-                f"unknown forecaster {forecaster!r}: expected one of {', '.join(FORECASTERS)}"
-            )
-        if output not in OUTPUTS:
-            raise ValueError(f"unknown output {output!r}: expected one of {', '.join(OUTPUTS)}")
-        if output == "advection" and forecaster == "shared":
-            raise ValueError("output='advection' needs forecaster='separate'")
-        if advection_source not in ADVECTION_SOURCES:
-            raise ValueError(
-                f"unknown advection_source {advection_source!r}: expected one of "
-                f"{', '.join(ADVECTION_SOURCES)}"
-            )
-        if advection_prior not in ADVECTION_PRIORS:
-            raise ValueError(
-                f"unknown advection_prior {advection_prior!r}: expected one of "
-                f"{', '.join(ADVECTION_PRIORS)}"
-            )
-        if advection_prior == "matching" and (
-            output != "advection" or advection_kernel_size != 2 * matching_radius + 1
-        ):
-            raise ValueError(
-                "advection_prior='matching' needs output='advection' and "
-                "advection_kernel_size == 2 * matching_radius + 1, got "
-                f"output={output!r}, {advection_kernel_size}, {matching_radius}"
-            )
-        if forecaster_motion and (
-            motion_input != "matching" or output != "advection" or forecaster_input != "prediction"
-        ):
-            raise ValueError(
-                "forecaster_motion=True needs motion_input='matching', output='advection' and "
-                f"forecaster_input='prediction', got {motion_input!r}, {output!r}, "
-                f"{forecaster_input!r}"
-            )
-        if motion_input not in MOTION_INPUTS:
-            raise ValueError(
-                f"unknown motion_input {motion_input!r}: expected one of {', '.join(MOTION_INPUTS)}"
-            )
-        if motion_input != "none" and forecaster == "shared":
-            raise ValueError(f"motion_input={motion_input!r} needs forecaster='separate'")
-        if matching_radius < 1 or motion_channels < 1:
-            raise ValueError(
-                f"matching_radius and motion_channels must be >= 1, got {matching_radius}, "
-                f"{motion_channels}"
-            )
-        cell = patch_size if advection_cell_size is None else advection_cell_size
-        if cell < 1 or (patch_size % cell and cell % patch_size):
-            raise ValueError(
-                f"advection_cell_size must divide or be a multiple of patch_size {patch_size}, "
-                f"got {cell}"
-            )
-        if advection_kernel_size < 1 or advection_kernel_size % 2 == 0:
-            raise ValueError(
-                f"advection_kernel_size must be a positive odd int, got {advection_kernel_size}"
-            )
-        if head_hidden_channels < 0:
-            raise ValueError(f"head_hidden_channels must be >= 0, got {head_hidden_channels}")
-        if patch_size < 1 or not hidden_channels:
-            raise ValueError(
-                f"need patch_size >= 1 and at least one layer; got {patch_size}, {hidden_channels}"
-            )
+        cell = check_options(
+            patch_size=patch_size,
+            hidden_channels=hidden_channels,
+            head_hidden_channels=head_hidden_channels,
+            forecaster_input=forecaster_input,
+            forecaster=forecaster,
+            output=output,
+            advection_kernel_size=advection_kernel_size,
+            advection_cell_size=advection_cell_size,
+            advection_source=advection_source,
+            advection_prior=advection_prior,
+            forecaster_motion=forecaster_motion,
+            motion_input=motion_input,
+            matching_radius=matching_radius,
+            motion_channels=motion_channels,
+        )
         self.channels = channels
         self.patch_size = patch_size
         self.advection = output == "advection"

@@ -1,0 +1,84 @@
+"""The options of :class:`gru_jax.models.VideoPredictor`: their allowed values and the
+checks of their combinations (each bad value or combination is one clear error)."""
+
+from __future__ import annotations
+
+FORECASTER_INPUTS = ("zeros", "prediction")
+FORECASTERS = ("separate", "shared")
+OUTPUTS = ("pixels", "advection")
+ADVECTION_SOURCES = ("previous", "context")
+MOTION_INPUTS = ("none", "differences", "matching")
+ADVECTION_PRIORS = ("none", "matching")
+
+
+def check_options(
+    *,
+    patch_size: int,
+    hidden_channels: tuple[int, ...],
+    head_hidden_channels: int,
+    forecaster_input: str,
+    forecaster: str,
+    output: str,
+    advection_kernel_size: int,
+    advection_cell_size: int | None,
+    advection_source: str,
+    advection_prior: str,
+    forecaster_motion: bool,
+    motion_input: str,
+    matching_radius: int,
+    motion_channels: int,
+) -> int:
+    """Raises ``ValueError`` naming the first bad option (see ``VideoPredictor``'s
+    arguments); returns the advection cell side in pixels."""
+    for name, value, allowed in (
+        ("forecaster_input", forecaster_input, FORECASTER_INPUTS),
+        ("forecaster", forecaster, FORECASTERS),
+        ("output", output, OUTPUTS),
+        ("advection_source", advection_source, ADVECTION_SOURCES),
+        ("advection_prior", advection_prior, ADVECTION_PRIORS),
+        ("motion_input", motion_input, MOTION_INPUTS),
+    ):
+        if value not in allowed:
+            raise ValueError(f"unknown {name} {value!r}: expected one of {', '.join(allowed)}")
+    if output == "advection" and forecaster == "shared":
+        raise ValueError("output='advection' needs forecaster='separate'")
+    if advection_prior == "matching" and (
+        output != "advection" or advection_kernel_size != 2 * matching_radius + 1
+    ):
+        raise ValueError(
+            "advection_prior='matching' needs output='advection' and "
+            "advection_kernel_size == 2 * matching_radius + 1, got "
+            f"output={output!r}, {advection_kernel_size}, {matching_radius}"
+        )
+    if forecaster_motion and (
+        motion_input != "matching" or output != "advection" or forecaster_input != "prediction"
+    ):
+        raise ValueError(
+            "forecaster_motion=True needs motion_input='matching', output='advection' and "
+            f"forecaster_input='prediction', got {motion_input!r}, {output!r}, "
+            f"{forecaster_input!r}"
+        )
+    if motion_input != "none" and forecaster == "shared":
+        raise ValueError(f"motion_input={motion_input!r} needs forecaster='separate'")
+    if matching_radius < 1 or motion_channels < 1:
+        raise ValueError(
+            f"matching_radius and motion_channels must be >= 1, got {matching_radius}, "
+            f"{motion_channels}"
+        )
+    cell = patch_size if advection_cell_size is None else advection_cell_size
+    if cell < 1 or (patch_size % cell and cell % patch_size):
+        raise ValueError(
+            f"advection_cell_size must divide or be a multiple of patch_size {patch_size}, "
+            f"got {cell}"
+        )
+    if advection_kernel_size < 1 or advection_kernel_size % 2 == 0:
+        raise ValueError(
+            f"advection_kernel_size must be a positive odd int, got {advection_kernel_size}"
+        )
+    if head_hidden_channels < 0:
+        raise ValueError(f"head_hidden_channels must be >= 0, got {head_hidden_channels}")
+    if patch_size < 1 or not hidden_channels:
+        raise ValueError(
+            f"need patch_size >= 1 and at least one layer; got {patch_size}, {hidden_channels}"
+        )
+    return cell
