@@ -44,7 +44,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.forecaster = "separate"  # 'separate' weights | 'shared' (encoder runs on)
     config.model.output = "advection"  # 'pixels' (head draws) | 'advection' (moves last frame)
     config.model.advection_kernel_size = 9  # advection window: reaches 4 px per frame
-    config.model.advection_cell_size = config_dict.placeholder(int)  # px per kernel (None: patch)
+    config.model.advection_cell_size = 16  # px per kernel pair: 2×2 patches (8: one per patch)
     config.model.advection_source = "previous"  # moved frame: 'previous' | 'context' (last)
     config.model.advection_prior = "none"  # kernel logits += 'matching' of the last 2 frames
     config.model.forecaster_motion = False  # forecaster also reads its frames' matching
