@@ -144,6 +144,14 @@ def first_frame_by_hand(model, context, x, prior=(0.0, 0.0)):
                 sub = (i % cps) * cps + j % cps
                 cells[:, i, j] = logits[:, i // cps, j // cps, sub * pair : (sub + 1) * pair]
         logits = cells
+    m = model.patches_per_cell  # a cell of m x m patches: the mean of their logits
+    if m > 1:
+        batch, rows, cols, width = logits.shape
+        pooled = np.zeros((batch, rows // m, cols // m, width), np.float32)
+        for i in range(rows // m):
+            for j in range(cols // m):
+                pooled[:, i, j] = logits[:, m * i : m * i + m, m * j : m * j + m].mean(axis=(1, 2))
+        logits = pooled
     taps = logits.shape[-1] // 2  # vertical then horizontal logits per cell
     ky = jax.nn.softmax(logits[..., :taps] + prior[0], -1)
     kx = jax.nn.softmax(logits[..., taps:] + prior[1], -1)
@@ -204,22 +212,7 @@ def test_advection_cells_of_several_patches_share_their_mean_logits():
     context = jnp.asarray(np.random.default_rng(7).uniform(size=(2, 3, 16, 16, 1)), jnp.float32)
     predicted = jax.nn.sigmoid(model(context, 2))
     # By hand: the per-patch logits averaged over each 2x2 block of patches.
-    states, _ = model.encode(context)
-    x = space_to_depth(context[:, -1], 4)
-    fresh = []
-    for cell, state in zip(model.forecaster, states):
-        x = cell(state, x)[0]
-        fresh.append(x)
-    stacked = jnp.concatenate(fresh, axis=-1)
-    logits = np.asarray(model.kernel_head(stacked))  # [2, 4, 4, 18] per patch
-    pooled = np.zeros((2, 2, 2, 18), np.float32)
-    for i in range(2):
-        for j in range(2):
-            pooled[:, i, j] = logits[:, 2 * i : 2 * i + 2, 2 * j : 2 * j + 2].mean(axis=(1, 2))
-    ky, kx = jax.nn.softmax(pooled[..., :9], -1), jax.nn.softmax(pooled[..., 9:], -1)
-    mask = jax.nn.sigmoid(depth_to_space(model.mask_head(stacked), 4))
-    drawn = jax.nn.sigmoid(depth_to_space(model.head(stacked), 4))
-    first = mask * advect(context[:, -1], ky, kx) + (1 - mask) * drawn
+    first = first_frame_by_hand(model, context, space_to_depth(context[:, -1], 4))
     np.testing.assert_allclose(
         predicted[:, 0], ADVECTION_EPS + (1 - 2 * ADVECTION_EPS) * first, atol=2e-5
     )
