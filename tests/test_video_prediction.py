@@ -220,6 +220,54 @@ def test_advection_cells_of_several_patches_share_their_mean_logits():
         model(context[:, :, :12, :12], 2)
 
 
+def test_shared_motions_pool_the_patches_kernels_and_pick_one_source_per_pixel():
+    model = VideoPredictor(
+        1, patch_size=4, hidden_channels=(4,), output="advection", advection_motions=3,
+        advection_kernel_size=5, forecaster_input="prediction", rngs=nnx.Rngs(0),
+    )  # fmt: skip
+    assert model.kernel_head.out_features == 3 * (2 * 5 + 1)
+    assert model.mask_head.out_features == 4 * 4 * (3 + 1)
+    rng = np.random.default_rng(11)
+    context = jnp.asarray(rng.uniform(size=(2, 3, 12, 16, 1)), jnp.float32)  # 3x4 patches
+    predicted = np.asarray(jax.nn.sigmoid(model(context, 2)))
+    # By hand, in NumPy: the forecaster's first states, then per motion the attention-
+    # weighted mean of the patches' logits, softmax kernels, and a per-pixel softmax over
+    # the three moved frames and the drawn one.
+    states, _ = model.encode(context)
+    x = space_to_depth(context[:, -1], 4)
+    stacked = model.forecaster[0](states[0], x)[0]
+    head = np.asarray(model.kernel_head(stacked), np.float64).reshape(2, 12, 3, 11)
+    weights = np.exp(head[..., 10] - head[..., 10].max(axis=1, keepdims=True))
+    weights /= weights.sum(axis=1, keepdims=True)  # [batch, patch, motion]
+    pooled = (weights[..., None] * head[..., :10]).sum(axis=1)  # [batch, motion, 10]
+    kernels = np.exp(pooled.reshape(2, 3, 2, 5))
+    kernels /= kernels.sum(axis=-1, keepdims=True)
+    mask = np.asarray(depth_to_space(model.mask_head(stacked), 4), np.float64)  # [2,12,16,4]
+    mask = np.exp(mask - mask.max(axis=-1, keepdims=True))
+    mask /= mask.sum(axis=-1, keepdims=True)
+    frame = np.asarray(context[:, -1, :, :, 0], np.float64)
+    expected = (
+        mask[..., 3] * np.asarray(jax.nn.sigmoid(depth_to_space(model.head(stacked), 4)))[..., 0]
+    )
+    for b, m in np.ndindex(2, 3):
+        moved = np.zeros((12, 16))
+        for y, x, dy, dx in np.ndindex(12, 16, 5, 5):
+            sy, sx = y + dy - 2, x + dx - 2
+            if 0 <= sy < 12 and 0 <= sx < 16:
+                moved[y, x] += kernels[b, m, 0, dy] * kernels[b, m, 1, dx] * frame[b, sy, sx]
+        expected[b] += mask[b, ..., m] * moved
+    np.testing.assert_allclose(
+        predicted[:, 0, :, :, 0], ADVECTION_EPS + (1 - 2 * ADVECTION_EPS) * expected, atol=2e-5
+    )
+    with pytest.raises(ValueError, match="advection_motions must be >= 0"):
+        VideoPredictor(1, output="advection", advection_motions=-1, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="needs advection_prior='none'"):
+        VideoPredictor(
+            1, output="advection", advection_motions=2, advection_prior="matching",
+            rngs=nnx.Rngs(0),
+        )  # fmt: skip
+
+
 def test_one_step_logits_move_the_true_previous_frame_with_the_rollouts_kernels():
     model = VideoPredictor(
         1, patch_size=4, hidden_channels=(4,), output="advection",
@@ -557,7 +605,7 @@ def test_advection_prior_adds_the_matching_logits_to_the_kernel_head():
 
 @pytest.mark.parametrize("source", ["previous", "context"])
 def test_advection_source_picks_the_frame_the_kernels_move(monkeypatch, source):
-    import gru_jax.models.video_predictor as predictor_module
+    import gru_jax.models.advection as advection_module
 
     moved_frames = []
 
@@ -565,7 +613,7 @@ def test_advection_source_picks_the_frame_the_kernels_move(monkeypatch, source):
         moved_frames.append(frames)
         return advect(frames, kernels_y, kernels_x)
 
-    monkeypatch.setattr(predictor_module, "advect", recording_advect)
+    monkeypatch.setattr(advection_module, "advect", recording_advect)
     model = VideoPredictor(
         1, patch_size=4, hidden_channels=(4,), output="advection", advection_source=source,
         forecaster_input="prediction", rngs=nnx.Rngs(0),

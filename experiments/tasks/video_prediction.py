@@ -181,6 +181,7 @@ class VideoPredictionTask(Task):
             output=cfg.output,
             advection_kernel_size=cfg.advection_kernel_size,
             advection_cell_size=cfg.advection_cell_size,
+            advection_motions=cfg.advection_motions,
             advection_source=cfg.advection_source,
             advection_prior=cfg.advection_prior,
             forecaster_motion=cfg.forecaster_motion,

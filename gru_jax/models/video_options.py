@@ -21,6 +21,7 @@ def check_options(
     output: str,
     advection_kernel_size: int,
     advection_cell_size: int | None,
+    advection_motions: int,
     advection_source: str,
     advection_prior: str,
     forecaster_motion: bool,
@@ -49,6 +50,11 @@ def check_options(
             "advection_prior='matching' needs output='advection' and "
             "advection_kernel_size == 2 * matching_radius + 1, got "
             f"output={output!r}, {advection_kernel_size}, {matching_radius}"
+        )
+    if advection_motions < 0 or (advection_motions and advection_prior != "none"):
+        raise ValueError(
+            "advection_motions must be >= 0 and, when > 0, needs advection_prior='none', got "
+            f"{advection_motions}, {advection_prior!r}"
         )
     if forecaster_motion and (
         motion_input != "matching" or output != "advection" or forecaster_input != "prediction"

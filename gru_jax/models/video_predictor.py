@@ -23,10 +23,11 @@ frame; ``head_hidden_channels`` makes it conv-GELU-conv).
 With ``output='advection'`` (dynamic neural advection, Finn et al. 2016) the head's drawing
 is only one of two sources: the states also give, per grid cell, a vertical and a
 horizontal softmax kernel that move the pixels of the previous frame (the last context
-frame, then the model's own prediction; :func:`advect`), and a per-pixel mask that mixes
-the moved frame with the drawn one. Rigid motion then costs the states only a kernel per
-cell instead of every pixel's value: on moving digits this learned about twice as fast per
-training minute (``docs/video_experiments.md``).
+frame, then the model's own prediction; :func:`~gru_jax.models.video_ops.advect`), and a
+per-pixel mask that mixes the moved frame with the drawn one (or ``advection_motions``
+kernel pairs shared by the whole frame; :mod:`gru_jax.models.advection`). Rigid motion
+then costs the states only a kernel per cell instead of every pixel's value: on moving
+digits this learned about twice as fast per training minute (``docs/video_experiments.md``).
 
 The encoder's first layer can also read explicit motion (``motion_input``): frame
 differences, or a block-matching cost volume against the previous frame
@@ -52,10 +53,10 @@ import jax.numpy as jnp
 from flax import nnx
 
 from gru_jax.convgru import ConvGRU, ConvGRUCell, check_frames
+from gru_jax.models.advection import cell_kernels, mix_cells, mix_motions, motion_kernels
 from gru_jax.models.video_ops import (
     INTENSITY_EPS,
     MATCHING_TEMPERATURE,
-    advect,
     depth_to_space,
     intensity_logits,
     matching_costs,
@@ -101,7 +102,7 @@ class VideoPredictor(nnx.Module):
         reads the context, then its own predictions; ``forecaster_input`` is unused).
       output: ``'pixels'`` (the head draws each predicted frame) or ``'advection'``
         (Finn et al. 2016's DNA: for every grid cell the states give a vertical and a
-        horizontal ``advection_kernel_size`` kernel, see :func:`advect`, that move the
+        horizontal ``advection_kernel_size`` kernel (``video_ops.advect``) that move the
         pixels of the previous frame, i.e. the last context frame at the first step and
         the model's own prediction after it; a per-pixel mask mixes the moved frame with
         the head's drawn frame: ``mask · moved + (1 - mask) · sigmoid(head)``, returned
@@ -114,6 +115,12 @@ class VideoPredictor(nnx.Module):
         background it enters) at the cost of a wider kernel head: ``(patch_size / cell)²``
         kernel pairs per patch. Larger cells average the kernel logits of their
         ``(cell / patch_size)²`` patches: one motion for a larger area.
+      advection_motions: 0 for kernels per cell (above); ``K > 0`` for ``K`` kernel
+        pairs shared by the whole frame instead (Finn et al.'s CDNA,
+        :mod:`gru_jax.models.advection`): each pools the patches' kernel logits with a
+        learned attention over the grid, and a per-pixel softmax over the ``K`` moved
+        frames and the drawn frame mixes them (``advection_cell_size`` is then unused).
+        A motion is then estimated from every patch its content covers, not from one cell.
       advection_source: which frame the kernels move: ``'previous'`` (the previous frame,
         as in Finn et al.: the kernels say one frame's motion, and the moves compound, so
         each imprecise step blurs the next) or ``'context'`` (always the last context
@@ -157,6 +164,7 @@ class VideoPredictor(nnx.Module):
         output: str = "pixels",
         advection_kernel_size: int = 9,
         advection_cell_size: int | None = None,
+        advection_motions: int = 0,
         advection_source: str = "previous",
         advection_prior: str = "none",
         forecaster_motion: bool = False,
@@ -175,6 +183,7 @@ class VideoPredictor(nnx.Module):
             output=output,
             advection_kernel_size=advection_kernel_size,
             advection_cell_size=advection_cell_size,
+            advection_motions=advection_motions,
             advection_source=advection_source,
             advection_prior=advection_prior,
             forecaster_motion=forecaster_motion,
@@ -185,6 +194,7 @@ class VideoPredictor(nnx.Module):
         self.channels = channels
         self.patch_size = patch_size
         self.advection = output == "advection"
+        self.motions = advection_motions
         self.cells_per_side = max(1, patch_size // cell)  # kernel pairs per patch side
         self.patches_per_cell = max(1, cell // patch_size)  # patches per cell side
         self.advection_source = advection_source
@@ -227,12 +237,17 @@ class VideoPredictor(nnx.Module):
         self.head_hidden = conv(states, hidden, rngs=rngs) if hidden else None
         self.head = conv(hidden or states, patch_features, rngs=rngs)
         # Advection: per-cell kernels and per-pixel mask logits from the same states.
-        self.kernel_head = (
-            conv(states, 2 * advection_kernel_size * self.cells_per_side**2, rngs=rngs)
-            if self.advection
-            else None
+        # Shared motions: per patch, each motion's logits and its attention score.
+        kernel_logits = (
+            advection_motions * (2 * advection_kernel_size + 1)
+            if advection_motions
+            else 2 * advection_kernel_size * self.cells_per_side**2
         )
-        self.mask_head = conv(states, patch_features, rngs=rngs) if self.advection else None
+        mask_logits = (
+            patch_size**2 * (advection_motions + 1) if advection_motions else patch_features
+        )
+        self.kernel_head = conv(states, kernel_logits, rngs=rngs) if self.advection else None
+        self.mask_head = conv(states, mask_logits, rngs=rngs) if self.advection else None
 
     def encode(self, context: Array) -> tuple[list[Array], list[Array]]:
         """``(final states, outputs)`` of the encoder layers: per layer
@@ -281,7 +296,7 @@ class VideoPredictor(nnx.Module):
                 f"frame size {height}x{width} is not a multiple of patch_size={self.patch_size}"
             )
         cell = self.patch_size * self.patches_per_cell
-        if self.advection and (height % cell or width % cell):
+        if self.advection and not self.motions and (height % cell or width % cell):
             raise ValueError(
                 f"frame size {height}x{width} is not a multiple of advection_cell_size={cell}"
             )
@@ -385,28 +400,15 @@ class VideoPredictor(nnx.Module):
         self, states: Array, drawn_logits: Array, frames: list[Array], prior: tuple | None = None
     ) -> list[Array]:
         """Predicted frames f32[B, H, W, C] in [0, 1], one per source in ``frames``: each
-        moved by the states' per-cell kernels (their logits plus ``prior``'s, if given),
-        mixed per pixel with the drawn frame ``sigmoid(drawn_logits)``."""
+        moved by the states' kernels (per cell, their logits plus ``prior``'s if given; or
+        the shared motions) and mixed per pixel with the drawn frame
+        ``sigmoid(drawn_logits)`` (:mod:`gru_jax.models.advection`)."""
         p = self.patch_size
         logits = self.kernel_head(states).astype(jnp.float32)
-        # One [vertical | horizontal] logit pair per cell: the patch's cells side by side
-        # in the channels, laid out like a space-to-depth patch.
-        logits = depth_to_space(logits, self.cells_per_side)
-        logits = logits.reshape(*logits.shape[:-1], 2, -1)
-        if prior is not None:  # per patch: the same for each of its cells
-            prior = jnp.stack(prior, axis=-2)
-            for axis in (1, 2):
-                prior = jnp.repeat(prior, self.cells_per_side, axis=axis)
-            logits = logits + prior
-        if self.patches_per_cell > 1:  # a cell of several patches: their mean logits
-            m = self.patches_per_cell
-            batch, rows, cols = logits.shape[:3]
-            logits = logits.reshape(batch, rows // m, m, cols // m, m, *logits.shape[3:])
-            logits = logits.mean(axis=(2, 4))
-        kernels = jax.nn.softmax(logits, axis=-1)
-        mask = jax.nn.sigmoid(depth_to_space(self.mask_head(states).astype(jnp.float32), p))
+        mask_logits = self.mask_head(states).astype(jnp.float32)
         drawn = jax.nn.sigmoid(depth_to_space(drawn_logits, p))
-        return [
-            mask * advect(frame, kernels[..., 0, :], kernels[..., 1, :]) + (1 - mask) * drawn
-            for frame in frames
-        ]
+        if self.motions:
+            kernels, _ = motion_kernels(logits, self.motions)
+            return [mix_motions(frame, kernels, mask_logits, drawn, p) for frame in frames]
+        kernels = cell_kernels(logits, self.cells_per_side, self.patches_per_cell, prior)
+        return [mix_cells(frame, kernels, mask_logits, drawn, p) for frame in frames]

@@ -1,0 +1,86 @@
+"""The advection output of :class:`gru_jax.models.VideoPredictor`: kernel logits from the
+forecaster states become softmax kernels, which move the previous frame
+(:func:`gru_jax.models.video_ops.advect`), and a per-pixel mask mixes the moved frame(s)
+with the drawn one. Two forms (Finn et al. 2016):
+
+* **per cell** (DNA): one vertical and one horizontal kernel per cell of the frame, from
+  the head's logits at that cell (averaged over the patches of cells larger than a patch);
+  a sigmoid mask per pixel mixes the moved frame with the drawn frame.
+* **shared motions** (CDNA): ``K`` kernel pairs for the whole frame. Each pools the
+  per-patch logits with a learned attention over the patches (a softmax over the grid of a
+  per-patch score), so a motion is estimated from all the patches its content covers; a
+  per-pixel softmax over ``K + 1`` sources picks, for each pixel, one of the ``K`` moved
+  frames or the drawn frame.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from gru_jax.models.video_ops import advect, depth_to_space
+
+Array = jax.Array
+
+
+def cell_kernels(
+    logits: Array, cells_per_side: int, patches_per_cell: int, prior: tuple | None = None
+) -> Array:
+    """Per-cell kernels from the kernel head's output.
+
+    ``logits f32[B, h, w, cells_per_side² · 2k]`` (per patch: its ``cells_per_side²``
+    cells side by side, laid out like a space-to-depth patch, each ``[vertical k |
+    horizontal k]``) → ``f32[B, rows, cols, 2, k]`` softmax kernels, one pair per cell:
+    ``rows = h · cells_per_side / patches_per_cell``. ``prior`` (per patch, two
+    ``f32[B, h, w, k]`` logits) is added to every cell of its patch before the cells of
+    several patches average their logits."""
+    logits = depth_to_space(logits, cells_per_side)
+    logits = logits.reshape(*logits.shape[:-1], 2, -1)
+    if prior is not None:
+        prior = jnp.stack(prior, axis=-2)
+        for axis in (1, 2):
+            prior = jnp.repeat(prior, cells_per_side, axis=axis)
+        logits = logits + prior
+    if patches_per_cell > 1:
+        m = patches_per_cell
+        batch, rows, cols = logits.shape[:3]
+        logits = logits.reshape(batch, rows // m, m, cols // m, m, *logits.shape[3:])
+        logits = logits.mean(axis=(2, 4))
+    return jax.nn.softmax(logits, axis=-1)
+
+
+def motion_kernels(logits: Array, motions: int) -> tuple[Array, Array]:
+    """Shared motion kernels from the kernel head's output.
+
+    ``logits f32[B, h, w, K · (2k + 1)]`` (per motion: ``[vertical k | horizontal k |
+    score]``) → ``(kernels f32[B, K, 2, k], attention f32[B, h, w, K])``: motion ``m``'s
+    logits are the mean of the patches' logits weighted by ``attention[..., m] =
+    softmax over the grid of score_m``, then a softmax over the taps."""
+    batch, rows, cols, width = logits.shape
+    logits = logits.reshape(batch, rows * cols, motions, width // motions)
+    attention = jax.nn.softmax(logits[..., -1], axis=1)  # [B, h·w, K]
+    pooled = jnp.einsum("bnm,bnmk->bmk", attention, logits[..., :-1])
+    kernels = jax.nn.softmax(pooled.reshape(batch, motions, 2, -1), axis=-1)
+    return kernels, attention.reshape(batch, rows, cols, motions)
+
+
+def mix_cells(frame: Array, kernels: Array, mask_logits: Array, drawn: Array, p: int) -> Array:
+    """``sigmoid(mask) · advect(frame) + (1 - sigmoid(mask)) · drawn``, per pixel:
+    ``frame``, ``drawn`` f32[B, H, W, C]; ``kernels`` from :func:`cell_kernels`;
+    ``mask_logits`` f32[B, h, w, p·p·C] (a patch's pixels in its channels)."""
+    mask = jax.nn.sigmoid(depth_to_space(mask_logits, p))
+    return mask * advect(frame, kernels[..., 0, :], kernels[..., 1, :]) + (1 - mask) * drawn
+
+
+def mix_motions(frame: Array, kernels: Array, mask_logits: Array, drawn: Array, p: int) -> Array:
+    """``Σ_m weight_m · advect(frame, motion m) + weight_K · drawn``, per pixel, with
+    ``weight = softmax(mask)`` over the ``K + 1`` sources (shared by the channels):
+    ``kernels f32[B, K, 2, k]`` from :func:`motion_kernels`, ``mask_logits f32[B, h, w,
+    p·p·(K + 1)]``."""
+    weights = jax.nn.softmax(depth_to_space(mask_logits, p), axis=-1)  # [B, H, W, K + 1]
+    mixed = weights[..., -1:] * drawn
+    for m in range(kernels.shape[1]):
+        ky = kernels[:, m, 0, None, None, :]  # one cell: the whole frame
+        kx = kernels[:, m, 1, None, None, :]
+        mixed = mixed + weights[..., m : m + 1] * advect(frame, ky, kx)
+    return mixed
