@@ -59,6 +59,27 @@ def test_video_predictor_shapes(forecaster_input):
     assert bool(jnp.isfinite(logits).all())
 
 
+@pytest.mark.parametrize("input_kernel_size", [None, 1])
+def test_input_kernel_size_sets_the_input_convolutions_window(input_kernel_size):
+    model = VideoPredictor(
+        1, patch_size=4, hidden_channels=(4, 6), input_kernel_size=input_kernel_size,
+        forecaster_input="prediction", rngs=nnx.Rngs(0),
+    )  # fmt: skip
+    window = (3, 3) if input_kernel_size is None else (1, 1)
+    for cell in [layer.cell for layer in model.encoder] + list(model.forecaster):
+        assert (cell.kernel_size, cell.recurrent_kernel_size) == (window, (3, 3))
+    # The encoder's first output (zero state) reads only its own patch with a 1x1 input
+    # convolution, its 3x3 neighbourhood of patches otherwise.
+    context = jnp.asarray(np.random.default_rng(3).uniform(size=(1, 2, 16, 16, 1)), jnp.float32)
+    nudged = context.at[0, 0, 0, 0, 0].add(1.0)  # a pixel of patch (0, 0)
+    first = [model.encode(frames)[1][0][0, 0] for frames in (context, nudged)]
+    changed = np.abs(np.asarray(first[1] - first[0])).max(axis=-1) > 0  # [4, 4] patches
+    expected = np.zeros((4, 4), bool)
+    expected[: (window[0] + 1) // 2, : (window[1] + 1) // 2] = True
+    np.testing.assert_array_equal(changed, expected)
+    assert model(context, 2).shape == (1, 2, 16, 16, 1)
+
+
 def test_context_logits_are_next_frame_guesses_and_shared_forecaster_continues_them():
     """The encoder's guess after frame t is frame t+1's; with ``forecaster='shared'`` the
     first predicted frame is exactly the guess the encoder would make one step later, and

@@ -174,6 +174,7 @@ class VideoPredictionTask(Task):
             patch_size=cfg.patch_size,
             hidden_channels=tuple(cfg.hidden_channels),
             kernel_size=cfg.kernel_size,
+            input_kernel_size=cfg.input_kernel_size,
             head_kernel_size=cfg.head_kernel_size,
             head_hidden_channels=cfg.head_hidden_channels,
             forecaster_input=cfg.forecaster_input,
