@@ -173,7 +173,8 @@ def summarize(rows: list[dict], roofline: dict) -> None:
 
 
 def parse_variants(spec: str) -> dict[str, dict]:
-    """'unroll1:unroll=1,tm:time_major=true' -> {'unroll1': {'unroll': 1}, 'tm': {...}}."""
+    """'unroll1:unroll=1,tm:time_major=true' -> {'unroll1': {'unroll': 1}, 'tm': {...}};
+    values are integers, true/false, or else strings ('bf16:dtype=bfloat16')."""
     variants = {}
     for item in filter(None, (part.strip() for part in spec.split(","))):
         label, _, assignments = item.partition(":")
@@ -184,11 +185,12 @@ def parse_variants(spec: str) -> dict[str, dict]:
             if lowered in ("true", "false"):
                 options[key.strip()] = lowered == "true"
             else:
+                if not key.strip() or not value.strip():
+                    raise SystemExit(f"--variants: {assignment!r} is not option=value")
                 try:
                     options[key.strip()] = int(value)
                 except ValueError:
-                    message = f"--variants: {assignment!r} is not option=integer|true|false"
-                    raise SystemExit(message) from None
+                    options[key.strip()] = value.strip()
         variants[label] = options
     return variants
 
@@ -205,8 +207,8 @@ def main() -> None:
     parser.add_argument(
         "--variants",
         default="",
-        help="extra gru_jax rows, 'label:option=value;option=value,...' with integer or "
-        "true/false values, e.g. 'unroll1:unroll=1,tm:time_major=true'",
+        help="extra gru_jax rows, 'label:option=value;option=value,...' with integer, "
+        "true/false or string values, e.g. 'unroll1:unroll=1,bf16:dtype=bfloat16'",
     )
     args = parser.parse_args()
     rounds = 2 if args.quick else args.rounds

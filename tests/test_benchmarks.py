@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from benchmarks.peers import PEERS, Case
-from benchmarks.run import recurrent_gflop, run_case
+from benchmarks.run import parse_variants, recurrent_gflop, run_case
 
 TINY = dict(batch=4, steps=3, features=2, hidden=8)
 
@@ -31,6 +31,17 @@ def test_unsupported_cases_are_reported_as_skipped_not_dropped():
     rows = {row["impl"]: row for row in run_case(case, ["gru_jax", "flax_nnx"], rounds=1)}
     assert "NotImplementedError" in rows["flax_nnx"]["skipped"]
     assert rows["gru_jax"]["median_ms"] > 0
+
+
+def test_variants_parse_integers_booleans_and_strings():
+    parsed = parse_variants("u8:unroll=8;remat=true, bf16:dtype=bfloat16,plain:")
+    assert parsed == {
+        "u8": {"unroll": 8, "remat": True},
+        "bf16": {"dtype": "bfloat16"},
+        "plain": {},
+    }
+    with pytest.raises(SystemExit, match="is not option=value"):
+        parse_variants("bad:unroll")
 
 
 def test_recurrent_flops_count():
