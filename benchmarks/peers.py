@@ -106,7 +106,8 @@ def build_gru_jax(case: Case, **options) -> Runner:
     return _jax_runner(apply, params, case)
 
 
-def build_flax_linen(case: Case) -> Runner:
+def build_flax_linen(case: Case, dtype=None) -> Runner:
+    """flax linen ``nn.RNN(nn.GRUCell)``; ``dtype``: its computation dtype (None: float32)."""
     import flax.linen as nn
 
     class Stack(nn.Module):
@@ -114,10 +115,10 @@ def build_flax_linen(case: Case) -> Runner:
         def __call__(self, x, lengths):
             last = None
             for _ in range(case.num_layers):
-                fwd = nn.RNN(nn.GRUCell(case.hidden), return_carry=True)
+                fwd = nn.RNN(nn.GRUCell(case.hidden, dtype=dtype), return_carry=True)
                 if case.bidirectional:
                     # nn.Bidirectional runs this one with reverse=True, keep_order=True.
-                    bwd = nn.RNN(nn.GRUCell(case.hidden), return_carry=True)
+                    bwd = nn.RNN(nn.GRUCell(case.hidden, dtype=dtype), return_carry=True)
                     (c_f, c_b), x = nn.Bidirectional(fwd, bwd, return_carry=True)(
                         x, seq_lengths=lengths
                     )
@@ -132,12 +133,14 @@ def build_flax_linen(case: Case) -> Runner:
     return _jax_runner(lambda p, x, lengths: model.apply(p, x, lengths), params, case)
 
 
-def build_flax_nnx(case: Case) -> Runner:
+def build_flax_nnx(case: Case, dtype=None) -> Runner:
+    """``nnx.RNN(nnx.GRUCell)``; ``dtype``: its computation dtype (None: float32)."""
     from flax import nnx
 
     if case.num_layers != 1 or case.bidirectional or case.variable_lengths:
         raise NotImplementedError("nnx.RNN peer: single-layer, unidirectional cases only")
-    model = nnx.RNN(nnx.GRUCell(case.features, case.hidden, rngs=nnx.Rngs(0)), return_carry=True)
+    cell = nnx.GRUCell(case.features, case.hidden, dtype=dtype, rngs=nnx.Rngs(0))
+    model = nnx.RNN(cell, return_carry=True)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
 
     def apply(params, x, lengths):
@@ -227,3 +230,21 @@ PEERS: dict[str, Callable[[Case], Runner]] = {
     "torch": build_torch,
     "keras_jax": build_keras,
 }
+# Not in a default run (the speed record compares float32 math): bfloat16-operand peers,
+# for comparing against gru_jax's ``dtype=bfloat16`` variant ('bf16:dtype=bfloat16').
+OPTIONAL_PEERS: dict[str, Callable[[Case], Runner]] = {
+    "flax_linen_bf16": lambda case: build_flax_linen(case, jnp.bfloat16),
+    "flax_nnx_bf16": lambda case: build_flax_nnx(case, jnp.bfloat16),
+}
+
+
+def best_peer_ms(impl: str, medians: dict[str, float]) -> float:
+    """The fastest peer's median for ``impl`` (``{impl: median ms}``): peers of the same
+    operand precision only, so a bfloat16 row (its name contains 'bf16') is compared with
+    the bfloat16 peers and a float32 row with the float32 peers; nan if there are none."""
+    peers = [
+        ms
+        for name, ms in medians.items()
+        if not name.startswith("gru_jax") and ("bf16" in name) == ("bf16" in impl)
+    ]
+    return min(peers) if peers else float("nan")

@@ -10,6 +10,8 @@ import argparse
 import json
 from pathlib import Path
 
+from benchmarks.peers import best_peer_ms
+
 BEGIN = "<!-- benchmark-table:begin -->"
 END = "<!-- benchmark-table:end -->"
 ORDER = ["gru_jax", "gru_jax_remat", "flax_linen", "flax_nnx", "torch", "keras_jax"]
@@ -25,10 +27,11 @@ def markdown(data: dict) -> str:
         key = (row["name"], row["mode"], row["loss"])
         cases.setdefault(key, {})[row["impl"]] = row
     for by_impl in cases.values():  # a run cut short before its summary has no ratios
-        peers = [r["median_ms"] for i, r in by_impl.items() if not i.startswith("gru_jax")]
-        for row in by_impl.values():
-            if "speedup_vs_best_peer" not in row and peers:
-                row["speedup_vs_best_peer"] = min(peers) / row["median_ms"]
+        medians = {i: r["median_ms"] for i, r in by_impl.items()}
+        for impl, row in by_impl.items():
+            best = best_peer_ms(impl, medians)
+            if "speedup_vs_best_peer" not in row and best == best:  # nan: no peer
+                row["speedup_vs_best_peer"] = best / row["median_ms"]
     roof = data["roofline"]
     lines = [
         f"Device: `{data['device']}`, jax {data['jax_version']}, {data['date']}. Median ms per "

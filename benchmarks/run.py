@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.peers import PEERS, Case, Runner, build_gru_jax
+from benchmarks.peers import OPTIONAL_PEERS, PEERS, Case, Runner, best_peer_ms, build_gru_jax
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -103,7 +103,7 @@ def run_case(
     runners, rows, errors = {}, [], {}
     for name in peers:
         try:
-            runners[name] = PEERS[name](case)
+            runners[name] = {**PEERS, **OPTIONAL_PEERS}[name](case)
         except Exception as error:  # a peer that cannot run here is reported, not fatal
             errors[name] = f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
     if case.name == "long" and case.mode == "train" and "gru_jax" in peers:
@@ -152,9 +152,9 @@ def summarize(rows: list[dict], roofline: dict) -> None:
     print("\n" + header + f"{'GFLOP/s':>9}{'roofline':>9}{'mem MB':>8}{'compile s':>10}")
     for (name, mode, loss), group in by_case.items():
         timed = [r for r in group if "median_ms" in r]
-        peers = [r["median_ms"] for r in timed if not r["impl"].startswith("gru_jax")]
-        best_peer = min(peers) if peers else float("nan")
+        medians = {r["impl"]: r["median_ms"] for r in timed}
         for row in sorted(timed, key=lambda r: r["median_ms"]):
+            best_peer = best_peer_ms(row["impl"], medians)
             case = Case(**{k: row[k] for k in Case.__dataclass_fields__})
             gflops = recurrent_gflop(case) / (row["median_ms"] / 1e3)
             row["speedup_vs_best_peer"] = best_peer / row["median_ms"]
@@ -213,6 +213,10 @@ def main() -> None:
     args = parser.parse_args()
     rounds = 2 if args.quick else args.rounds
     peers = args.peers.split(",")
+    unknown = sorted(set(peers) - set(PEERS) - set(OPTIONAL_PEERS))
+    if unknown:
+        known = ", ".join([*PEERS, *OPTIONAL_PEERS])
+        raise SystemExit(f"--peers: unknown {', '.join(unknown)}; known: {known}")
     variants = parse_variants(args.variants)
     roofline = step_gemm_roofline(128, 128)
     print(f"device: {device_name()}  jax {jax.__version__}  backend {jax.default_backend()}")

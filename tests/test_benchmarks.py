@@ -6,7 +6,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from benchmarks.peers import PEERS, Case
+from benchmarks.peers import OPTIONAL_PEERS, PEERS, Case, best_peer_ms
 from benchmarks.run import parse_variants, recurrent_gflop, run_case
 
 TINY = dict(batch=4, steps=3, features=2, hidden=8)
@@ -42,6 +42,24 @@ def test_variants_parse_integers_booleans_and_strings():
     }
     with pytest.raises(SystemExit, match="is not option=value"):
         parse_variants("bad:unroll")
+
+
+def test_rows_are_compared_with_peers_of_their_precision():
+    medians = {"gru_jax": 9.0, "gru_jax_bf16": 5.0, "flax_linen": 10.0, "torch": 12.0,
+               "flax_linen_bf16": 6.0}  # fmt: skip
+    assert best_peer_ms("gru_jax", medians) == 10.0
+    assert best_peer_ms("gru_jax_bf16", medians) == 6.0
+    assert np.isnan(best_peer_ms("gru_jax_bf16", {"gru_jax_bf16": 5.0, "torch": 12.0}))
+
+
+@pytest.mark.parametrize("name", sorted(OPTIONAL_PEERS))
+def test_bfloat16_peers_run_in_bfloat16(name):
+    case = Case("tiny", 4, 5, 3, 8, mode="infer")
+    rows = run_case(case, ["gru_jax", name], rounds=1, variants={"bf16": {"dtype": "bfloat16"}})
+    assert {r["impl"] for r in rows} == {"gru_jax", name, "gru_jax_bf16"}
+    assert all(r["median_ms"] > 0 for r in rows)
+    assert "bf16[" in OPTIONAL_PEERS[name](case).compiled.as_text()  # bfloat16 operands
+    assert "bf16[" not in PEERS[name.removesuffix("_bf16")](case).compiled.as_text()
 
 
 def test_recurrent_flops_count():
