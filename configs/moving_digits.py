@@ -73,6 +73,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     config.plots = ml_collections.ConfigDict()
     config.plots.num_examples = 3  # test videos in plots/predictions.png and .gif
+    config.plots.examples = "quantiles"  # which: 'quantiles' of the model's error | 'first'
     return common.apply_variant(config, arg, shrink_for_smoke_test)
 
 

@@ -12,8 +12,15 @@ from experiments import plots
 from experiments.plots import plt
 
 
-def frame_grid(context: np.ndarray, truth: np.ndarray, prediction: np.ndarray, path: str) -> str:
-    """Per example three rows, input / truth / prediction, one frame per column.
+def frame_grid(
+    context: np.ndarray,
+    truth: np.ndarray,
+    prediction: np.ndarray,
+    path: str,
+    labels: list[str] | None = None,
+) -> str:
+    """Per example three rows, input / truth / prediction, one frame per column; a label
+    per example (e.g. its error) goes under its "prediction" row name.
 
     Args:
       context: f32[n, T_in, H, W, 1] in [0, 1], the frames the model saw.
@@ -27,8 +34,9 @@ def frame_grid(context: np.ndarray, truth: np.ndarray, prediction: np.ndarray, p
     for axis in axes.flat:
         axis.axis("off")
     for index in range(count):
+        predicted = "prediction" if labels is None else f"prediction\n{labels[index]}"
         rows = (("input", context[index], 0), ("truth", truth[index], context.shape[1]),
-                ("prediction", prediction[index], context.shape[1]))  # fmt: skip
+                (predicted, prediction[index], context.shape[1]))  # fmt: skip
         for offset, (name, frames, first) in enumerate(rows):
             row = 3 * index + offset
             for column, frame in enumerate(frames):

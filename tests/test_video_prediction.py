@@ -18,6 +18,7 @@ from experiments.tasks import video_prediction
 from experiments.tasks.video_prediction import (
     baseline_squared_errors,
     frame_errors,
+    pick_examples,
     summarize_frames,
 )
 from experiments.trainer import train_and_evaluate
@@ -500,6 +501,20 @@ def _check_run(results, workdir, future_frames):
     for name in ("predictions.png", "predictions.gif", "mse_per_frame.png"):
         assert os.path.getsize(os.path.join(workdir, "plots", name)) > 0
     assert os.listdir(os.path.join(workdir, "tensorboard"))
+
+
+def test_plotted_examples_are_the_first_or_spread_over_the_error_quantiles():
+    errors = np.array([50.0, 10.0, 90.0, 30.0, 70.0, 20.0])  # sorted: 1, 5, 3, 0, 4, 2
+    np.testing.assert_array_equal(pick_examples(errors, 3, "first"), [0, 1, 2])
+    # Quantiles 1/6, 1/2, 5/6 of 6 videos: ranks 1, 3, 5 of the sorted errors.
+    np.testing.assert_array_equal(pick_examples(errors, 3, "quantiles"), [5, 0, 2])
+    np.testing.assert_array_equal(pick_examples(errors, 1, "quantiles"), [0])  # the median
+    with pytest.raises(ValueError, match="unknown plots.examples 'best'"):
+        pick_examples(errors, 3, "best")
+    config = moving_digits.get_config("smoke")
+    config.plots.examples = "best"
+    with pytest.raises(ValueError, match="unknown plots.examples 'best'"):
+        video_prediction.VideoPredictionTask(config)
 
 
 def test_moving_digits_smoke_run(tmp_path):

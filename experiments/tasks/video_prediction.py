@@ -30,6 +30,7 @@ from experiments.tasks.base import Array, Batch, Task, TaskData
 from gru_jax import data as gru_data
 from gru_jax.models import VideoPredictor
 
+EXAMPLE_CHOICES = ("first", "quantiles")  # plots.examples
 LOSSES = ("bce", "mse")
 TEST_SETS = ("generated", "tfds")
 BASELINES = ("zeros", "mean", "copy_last")
@@ -103,7 +104,7 @@ class VideoPredictionTask(Task):
     num_train, num_test, test_seed, context_frames, future_frames, canvas, digit_size,
     num_digits}``, ``model.*`` (`VideoPredictor`'s arguments), ``train.{loss,
     context_loss_weight, one_step_loss_weight}``,
-    ``plots.num_examples``; ``seed`` also seeds the training videos."""
+    ``plots.{num_examples, examples}``; ``seed`` also seeds the training videos."""
 
     main_metric = "mse"
 
@@ -117,6 +118,11 @@ class VideoPredictionTask(Task):
             raise ValueError(
                 f"unknown dataset.test_set {config.dataset.test_set!r}: expected one of "
                 f"{', '.join(TEST_SETS)}"
+            )
+        examples = config.plots.get("examples", "first")
+        if examples not in EXAMPLE_CHOICES:
+            raise ValueError(
+                f"unknown plots.examples {examples!r}: expected one of {', '.join(EXAMPLE_CHOICES)}"
             )
         self.mean_frame: np.ndarray | None = None
 
@@ -248,7 +254,10 @@ class VideoPredictionTask(Task):
         self, model: nnx.Module, data: TaskData, outputs: dict[str, np.ndarray], plot_dir: str
     ) -> list[str]:
         count = min(self.config.plots.num_examples, len(data.test["frames"]))
-        frames = to_float(jnp.asarray(data.test["frames"][:count]))
+        errors = outputs["squared_error"].mean(axis=1)  # per test video, mean over frames
+        chosen = pick_examples(errors, count, self.config.plots.get("examples", "first"))
+        labels = [f"MSE {errors[i]:.0f}" for i in chosen]
+        frames = to_float(jnp.asarray(data.test["frames"][chosen]))
         steps = self.config.dataset.context_frames
         context, future = np.asarray(frames[:, :steps]), np.asarray(frames[:, steps:])
 
@@ -262,7 +271,7 @@ class VideoPredictionTask(Task):
             curves[f"{name.replace('_', ' ')} baseline"] = outputs[f"baseline_{name}"].mean(0)
         return [
             video_plots.frame_grid(
-                context, future, prediction, os.path.join(plot_dir, "predictions.png")
+                context, future, prediction, os.path.join(plot_dir, "predictions.png"), labels
             ),
             video_plots.prediction_gif(
                 context, future, prediction, os.path.join(plot_dir, "predictions.gif")
@@ -271,3 +280,20 @@ class VideoPredictionTask(Task):
                 curves, os.path.join(plot_dir, "mse_per_frame.png"), "MSE (sum over pixels)"
             ),
         ]
+
+
+def pick_examples(errors: np.ndarray, count: int, how: str) -> np.ndarray:
+    """Indices of the ``count`` test videos to plot: the first ones (``'first'``), or the
+    videos at evenly spaced quantiles of the model's error ``errors f32[N]``
+    (``'quantiles'``: for 3, the 1/6, 1/2 and 5/6 quantiles, i.e. an easier, a median and
+    a harder video), so that the pictures show the typical case rather than whichever
+    videos come first. Returned in increasing order of error for ``'quantiles'``."""
+    if how == "first":
+        return np.arange(count)
+    if how == "quantiles":
+        order = np.argsort(errors, kind="stable")
+        ranks = ((np.arange(count) + 0.5) / count * len(errors)).astype(int)
+        return order[np.minimum(ranks, len(errors) - 1)]
+    raise ValueError(
+        f"unknown plots.examples {how!r}: expected one of {', '.join(EXAMPLE_CHOICES)}"
+    )
