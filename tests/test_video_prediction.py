@@ -183,6 +183,18 @@ def first_frame_by_hand(model, context, x, prior=(0.0, 0.0)):
     return mask * advect(context[:, -1], ky, kx) + (1 - mask) * drawn
 
 
+def assert_first_frame_matches_by_hand(model, seed):
+    """The model's first predicted frame for random 16×16 context frames (patches of 4, the
+    last frame fed to the forecaster) equals :func:`first_frame_by_hand`; returns them."""
+    context = jnp.asarray(np.random.default_rng(seed).uniform(size=(2, 3, 16, 16, 1)), jnp.float32)
+    predicted = jax.nn.sigmoid(model(context, 2))
+    first = first_frame_by_hand(model, context, space_to_depth(context[:, -1], 4))
+    np.testing.assert_allclose(
+        predicted[:, 0], ADVECTION_EPS + (1 - 2 * ADVECTION_EPS) * first, atol=2e-5
+    )
+    return context
+
+
 def test_advection_output_moves_the_last_frame_and_mixes_with_the_drawn_frame():
     model = VideoPredictor(
         1, patch_size=4, hidden_channels=(4, 4), output="advection",
@@ -216,12 +228,7 @@ def test_advection_cells_smaller_than_a_patch_each_get_their_kernels(cell):
         forecaster_input="prediction", rngs=nnx.Rngs(0),
     )  # fmt: skip
     assert model.kernel_head.out_features == 2 * 9 * (4 // cell) ** 2
-    context = jnp.asarray(np.random.default_rng(5).uniform(size=(2, 3, 16, 16, 1)), jnp.float32)
-    predicted = jax.nn.sigmoid(model(context, 2))
-    first = first_frame_by_hand(model, context, space_to_depth(context[:, -1], 4))
-    np.testing.assert_allclose(
-        predicted[:, 0], ADVECTION_EPS + (1 - 2 * ADVECTION_EPS) * first, atol=2e-5
-    )
+    assert_first_frame_matches_by_hand(model, seed=5)
     with pytest.raises(ValueError, match="must divide or be a multiple of patch_size 4, got 6"):
         VideoPredictor(1, patch_size=4, output="advection", advection_cell_size=6, rngs=nnx.Rngs(0))
 
@@ -231,13 +238,8 @@ def test_advection_cells_of_several_patches_share_their_mean_logits():
         1, patch_size=4, hidden_channels=(4,), output="advection", advection_cell_size=8,
         forecaster_input="prediction", rngs=nnx.Rngs(0),
     )  # fmt: skip
-    context = jnp.asarray(np.random.default_rng(7).uniform(size=(2, 3, 16, 16, 1)), jnp.float32)
-    predicted = jax.nn.sigmoid(model(context, 2))
     # By hand: the per-patch logits averaged over each 2x2 block of patches.
-    first = first_frame_by_hand(model, context, space_to_depth(context[:, -1], 4))
-    np.testing.assert_allclose(
-        predicted[:, 0], ADVECTION_EPS + (1 - 2 * ADVECTION_EPS) * first, atol=2e-5
-    )
+    context = assert_first_frame_matches_by_hand(model, seed=7)
     with pytest.raises(ValueError, match="not a multiple of advection_cell_size=8"):
         model(context[:, :, :12, :12], 2)
 
