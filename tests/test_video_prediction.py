@@ -285,7 +285,9 @@ def test_shared_motions_pool_the_patches_kernels_and_pick_one_source_per_pixel()
     )
     with pytest.raises(ValueError, match="advection_motions must be >= 0"):
         VideoPredictor(1, output="advection", advection_motions=-1, rngs=nnx.Rngs(0))
-    with pytest.raises(ValueError, match="needs advection_prior='none'"):
+    with pytest.raises(ValueError, match="needs output='advection' and advection_prior='none'"):
+        VideoPredictor(1, output="pixels", advection_motions=2, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="advection_prior='none', got 2, 'advection', 'match"):
         VideoPredictor(
             1, output="advection", advection_motions=2, advection_prior="matching",
             rngs=nnx.Rngs(0),

@@ -51,10 +51,12 @@ def check_options(
             "advection_kernel_size == 2 * matching_radius + 1, got "
             f"output={output!r}, {advection_kernel_size}, {matching_radius}"
         )
-    if advection_motions < 0 or (advection_motions and advection_prior != "none"):
+    if advection_motions < 0 or (
+        advection_motions and (advection_prior != "none" or output != "advection")
+    ):
         raise ValueError(
-            "advection_motions must be >= 0 and, when > 0, needs advection_prior='none', got "
-            f"{advection_motions}, {advection_prior!r}"
+            "advection_motions must be >= 0 and, when > 0, needs output='advection' and "
+            f"advection_prior='none', got {advection_motions}, {output!r}, {advection_prior!r}"
         )
     if forecaster_motion and (
         motion_input != "matching" or output != "advection" or forecaster_input != "prediction"

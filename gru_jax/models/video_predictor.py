@@ -124,7 +124,8 @@ class VideoPredictor(nnx.Module):
         :mod:`gru_jax.models.advection`): each pools the patches' kernel logits with a
         learned attention over the grid, and a per-pixel softmax over the ``K`` moved
         frames and the drawn frame mixes them (``advection_cell_size`` is then unused).
-        A motion is then estimated from every patch its content covers, not from one cell.
+        A motion is then estimated from every patch its content covers, not from one cell
+        (on moving digits it learned more slowly than 16×16 cells: the docs' round 5).
       advection_source: which frame the kernels move: ``'previous'`` (the previous frame,
         as in Finn et al.: the kernels say one frame's motion, and the moves compound, so
         each imprecise step blurs the next) or ``'context'`` (always the last context
