@@ -236,6 +236,7 @@ OPTIONAL_PEERS: dict[str, Callable[[Case], Runner]] = {
     "flax_linen_bf16": lambda case: build_flax_linen(case, jnp.bfloat16),
     "flax_nnx_bf16": lambda case: build_flax_nnx(case, jnp.bfloat16),
 }
+ALL_PEERS = {**PEERS, **OPTIONAL_PEERS}
 
 
 def best_peer_ms(impl: str, medians: dict[str, float]) -> float:

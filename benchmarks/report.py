@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 from benchmarks.peers import best_peer_ms
@@ -30,7 +31,7 @@ def markdown(data: dict) -> str:
         medians = {i: r["median_ms"] for i, r in by_impl.items()}
         for impl, row in by_impl.items():
             best = best_peer_ms(impl, medians)
-            if "speedup_vs_best_peer" not in row and best == best:  # nan: no peer
+            if "speedup_vs_best_peer" not in row and not math.isnan(best):  # nan: no peer
                 row["speedup_vs_best_peer"] = best / row["median_ms"]
     roof = data["roofline"]
     lines = [

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.peers import OPTIONAL_PEERS, PEERS, Case, Runner, best_peer_ms, build_gru_jax
+from benchmarks.peers import ALL_PEERS, PEERS, Case, Runner, best_peer_ms, build_gru_jax
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -103,7 +103,7 @@ def run_case(
     runners, rows, errors = {}, [], {}
     for name in peers:
         try:
-            runners[name] = {**PEERS, **OPTIONAL_PEERS}[name](case)
+            runners[name] = ALL_PEERS[name](case)
         except Exception as error:  # a peer that cannot run here is reported, not fatal
             errors[name] = f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
     if case.name == "long" and case.mode == "train" and "gru_jax" in peers:
@@ -213,9 +213,9 @@ def main() -> None:
     args = parser.parse_args()
     rounds = 2 if args.quick else args.rounds
     peers = args.peers.split(",")
-    unknown = sorted(set(peers) - set(PEERS) - set(OPTIONAL_PEERS))
+    unknown = sorted(set(peers) - set(ALL_PEERS))
     if unknown:
-        known = ", ".join([*PEERS, *OPTIONAL_PEERS])
+        known = ", ".join(ALL_PEERS)
         raise SystemExit(f"--peers: unknown {', '.join(unknown)}; known: {known}")
     variants = parse_variants(args.variants)
     roofline = step_gemm_roofline(128, 128)

@@ -110,20 +110,9 @@ class VideoPredictionTask(Task):
 
     def __init__(self, config):
         super().__init__(config)
-        if config.train.loss not in LOSSES:
-            raise ValueError(
-                f"unknown train.loss {config.train.loss!r}: expected one of {', '.join(LOSSES)}"
-            )
-        if config.dataset.test_set not in TEST_SETS:
-            raise ValueError(
-                f"unknown dataset.test_set {config.dataset.test_set!r}: expected one of "
-                f"{', '.join(TEST_SETS)}"
-            )
-        examples = config.plots.get("examples", "first")
-        if examples not in EXAMPLE_CHOICES:
-            raise ValueError(
-                f"unknown plots.examples {examples!r}: expected one of {', '.join(EXAMPLE_CHOICES)}"
-            )
+        _check_choice("train.loss", config.train.loss, LOSSES)
+        _check_choice("dataset.test_set", config.dataset.test_set, TEST_SETS)
+        _check_choice("plots.examples", config.plots.get("examples", "first"), EXAMPLE_CHOICES)
         self.mean_frame: np.ndarray | None = None
 
     def _generate(self, count: int, split: str, seed: int) -> np.ndarray:
@@ -288,12 +277,15 @@ def pick_examples(errors: np.ndarray, count: int, how: str) -> np.ndarray:
     (``'quantiles'``: for 3, the 1/6, 1/2 and 5/6 quantiles, i.e. an easier, a median and
     a harder video), so that the pictures show the typical case rather than whichever
     videos come first. Returned in increasing order of error for ``'quantiles'``."""
+    _check_choice("plots.examples", how, EXAMPLE_CHOICES)
     if how == "first":
         return np.arange(count)
-    if how == "quantiles":
-        order = np.argsort(errors, kind="stable")
-        ranks = ((np.arange(count) + 0.5) / count * len(errors)).astype(int)
-        return order[np.minimum(ranks, len(errors) - 1)]
-    raise ValueError(
-        f"unknown plots.examples {how!r}: expected one of {', '.join(EXAMPLE_CHOICES)}"
-    )
+    order = np.argsort(errors, kind="stable")
+    ranks = ((np.arange(count) + 0.5) / count * len(errors)).astype(int)
+    return order[np.minimum(ranks, len(errors) - 1)]
+
+
+def _check_choice(field: str, value: str, choices: tuple[str, ...]) -> None:
+    """A one-line ``ValueError`` naming the config field when ``value`` is not a choice."""
+    if value not in choices:
+        raise ValueError(f"unknown {field} {value!r}: expected one of {', '.join(choices)}")
