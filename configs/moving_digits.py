@@ -47,7 +47,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.advection_kernel_size = 9  # advection window: reaches 4 px per frame
     config.model.advection_cell_size = 16  # px per kernel pair: 2×2 patches (8: one per patch)
     config.model.advection_motions = 0  # 0: kernels per cell; K: K shared by the frame
-    config.model.advection_source = "previous"  # moved frame: 'previous' | 'context' (last)
+    config.model.advection_source = "previous"  # 'previous' frame | 'context' | 'flow' (composed)
     config.model.advection_prior = "none"  # kernel logits += 'matching' of the last 2 frames
     config.model.forecaster_motion = False  # forecaster also reads its frames' matching
     config.model.motion_input = "matching"  # encoder extra input: 'none'|'differences'|'matching'
@@ -64,6 +64,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.train.loss = "bce"  # 'bce' on logits | 'mse' of sigmoid(logits)
     config.train.context_loss_weight = 0.0  # weight of the encoder's next-frame loss (0: off)
     config.train.one_step_loss_weight = 0.0  # weight of the teacher-forced one-step loss
+    config.train.gradient_loss_weight = 0.0  # weight of the gradient difference (anti-blur)
     config.train.batch_size = 8  # videos per step
     config.train.num_epochs = 2.7  # passes over the training videos (~18 min on 2 cores)
     config.train.eval_batch_size = 100  # test videos per evaluation batch

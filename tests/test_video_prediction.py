@@ -371,8 +371,9 @@ def test_advected_frames_past_one_give_finite_logits(monkeypatch):
     original, overshot = VideoPredictor._advect, []
 
     def advect_past_one(*args):  # as rounding on an accelerator can: leave [0, 1]
-        overshot.append([(frame - 0.3) * 8 for frame in original(*args)])
-        return overshot[-1]
+        frames, flow = original(*args)
+        overshot.append([(frame - 0.3) * 8 for frame in frames])
+        return overshot[-1], flow
 
     monkeypatch.setattr(VideoPredictor, "_advect", advect_past_one)
     context = jnp.asarray(np.random.default_rng(3).uniform(size=(1, 3, 8, 8, 1)), jnp.float32)
@@ -483,6 +484,8 @@ def test_summary_means_over_sequences_and_frames():
         "squared_error": np.array([[1.0, 3.0], [3.0, 5.0]]),  # frame means 2 and 4
         "absolute_error": np.array([[1.0, 1.0], [2.0, 2.0]]),
         "ssim": np.array([[0.5, 0.5], [1.0, 1.0]]),
+        "gradient_energy": np.array([[1.0, 1.0], [1.0, 2.0]]),
+        "truth_gradient_energy": np.array([[2.0, 2.0], [2.0, 2.0]]),
         "loss": np.array([0.2, 0.4]),
         "baseline_zeros": np.full((2, 2), 10.0),
         "baseline_mean": np.full((2, 2), 6.0),
@@ -492,6 +495,9 @@ def test_summary_means_over_sequences_and_frames():
     assert metrics["mse"] == 3.0 and metrics["mae"] == 1.5 and metrics["ssim"] == 0.75
     assert (metrics["mse_frame_1"], metrics["mse_frame_2"]) == (2.0, 4.0)
     assert metrics["baseline_mean_mse"] == 6.0
+    # Sharpness per frame: the summed energies' ratio (2/4 and 3/4), then their mean.
+    assert (metrics["sharpness_frame_1"], metrics["sharpness_frame_2"]) == (0.5, 0.75)
+    assert metrics["sharpness"] == 0.625 and metrics["ssim_frame_2"] == 0.75
     assert metrics["mse_reduction"] == pytest.approx(0.5)  # 1 - 3 / min(10, 6, 12)
 
 

@@ -3,7 +3,10 @@
 
 Metrics follow the Moving MNIST literature: per-frame errors are **summed over pixels**
 and averaged over test sequences and predicted frames (``mse``, ``mae``, and one
-``mse_frame_<k>`` per predicted frame k = 1..T), with ``ssim`` from dm-pix. Three trivial
+``mse_frame_<k>`` per predicted frame k = 1..T), with ``ssim`` from dm-pix (and
+``ssim_frame_<k>``). ``sharpness`` (and ``sharpness_frame_<k>``) measures blur: the
+predictions' gradient energy over the truth's (:func:`gradient_energy`, summed over the
+test set), 1 for frames as sharp as the truth, towards 0 as they blur. Three trivial
 predictors are scored on the same test set: all zeros (``baseline_zeros_mse``), the mean
 training frame (``baseline_mean_mse``) and the last input frame repeated
 (``baseline_copy_last_mse``); ``mse_reduction`` is ``1 - mse / (best baseline)``.
@@ -47,14 +50,41 @@ def to_float(frames: Array) -> Array:
     return frames.astype(jnp.float32) / 255.0
 
 
+def image_gradients(frames: Array) -> tuple[Array, Array]:
+    """Differences of neighbouring pixels of ``frames f32[..., H, W, C]``: vertical
+    f32[..., H-1, W, C] and horizontal f32[..., H, W-1, C]."""
+    return jnp.diff(frames, axis=-3), jnp.diff(frames, axis=-2)
+
+
+def gradient_energy(frames: Array) -> Array:
+    """Sum of squared neighbouring-pixel differences per frame: ``f32[batch, T, H, W, C]``
+    → ``f32[batch, T]``. Blurring a frame lowers it; a sharp edge of height 1 adds 1 per
+    pixel of its length."""
+    vertical, horizontal = image_gradients(frames)
+    return jnp.sum(vertical**2, axis=(2, 3, 4)) + jnp.sum(horizontal**2, axis=(2, 3, 4))
+
+
+def gradient_difference(prediction: Array, truth: Array) -> Array:
+    """The gradient difference loss (Mathieu et al. 2016, α = 1) per example, f32[batch]:
+    the mean over pixels of ``| |∇_y pred| - |∇_y truth| | + | |∇_x pred| - |∇_x truth| |``.
+    A blurred edge has smaller differences than the true one, so this penalises blur that a
+    per-pixel loss rewards under uncertainty."""
+    terms = [
+        jnp.abs(jnp.abs(p) - jnp.abs(t)).mean(axis=tuple(range(1, p.ndim)))
+        for p, t in zip(image_gradients(prediction), image_gradients(truth))
+    ]
+    return terms[0] + terms[1]
+
+
 def frame_errors(prediction: Array, truth: Array) -> dict[str, Array]:
-    """Per-frame errors summed over pixels, and SSIM.
+    """Per-frame errors summed over pixels, SSIM, and the gradient energy of both.
 
     Args:
       prediction, truth: f32[batch, T, H, W, C] in [0, 1].
 
     Returns:
-      ``squared_error``, ``absolute_error`` (sums over H·W·C) and ``ssim``, each
+      ``squared_error``, ``absolute_error`` (sums over H·W·C), ``ssim``,
+      ``gradient_energy`` and ``truth_gradient_energy`` (:func:`gradient_energy`), each
       f32[batch, T].
     """
     difference = prediction - truth
@@ -64,6 +94,8 @@ def frame_errors(prediction: Array, truth: Array) -> dict[str, Array]:
         "squared_error": jnp.sum(difference**2, axis=(2, 3, 4)),
         "absolute_error": jnp.sum(jnp.abs(difference), axis=(2, 3, 4)),
         "ssim": ssim.reshape(prediction.shape[:2]),
+        "gradient_energy": gradient_energy(prediction),
+        "truth_gradient_energy": gradient_energy(truth),
     }
 
 
@@ -92,6 +124,12 @@ def summarize_frames(outputs: dict[str, np.ndarray]) -> dict[str, float]:
         "loss": float(outputs["loss"].mean()),
     }
     metrics.update({f"mse_frame_{k + 1}": float(value) for k, value in enumerate(per_frame)})
+    ssim = outputs["ssim"].mean(axis=0)
+    metrics.update({f"ssim_frame_{k + 1}": float(value) for k, value in enumerate(ssim)})
+    truth_energy = outputs["truth_gradient_energy"].sum(axis=0)
+    sharpness = outputs["gradient_energy"].sum(axis=0) / np.maximum(truth_energy, 1e-12)
+    metrics["sharpness"] = float(sharpness.mean())
+    metrics.update({f"sharpness_frame_{k + 1}": float(v) for k, v in enumerate(sharpness)})
     for name in BASELINES:
         metrics[f"baseline_{name}_mse"] = float(outputs[f"baseline_{name}"].mean())
     best = min(metrics[f"baseline_{name}_mse"] for name in BASELINES)
@@ -103,7 +141,7 @@ class VideoPredictionTask(Task):
     """Config fields used: ``dataset.{digit_source, data_dir, split_seed, test_set,
     num_train, num_test, test_seed, context_frames, future_frames, canvas, digit_size,
     num_digits}``, ``model.*`` (`VideoPredictor`'s arguments), ``train.{loss,
-    context_loss_weight, one_step_loss_weight}``,
+    context_loss_weight, one_step_loss_weight, gradient_loss_weight}``,
     ``plots.{num_examples, examples}``; ``seed`` also seeds the training videos."""
 
     main_metric = "mse"
@@ -218,14 +256,25 @@ class VideoPredictionTask(Task):
         else:
             logits, context_loss = model(context, future.shape[1]), jnp.zeros(())
         future_loss = self._objective(logits, future).mean()
-        squared = jnp.sum((jax.nn.sigmoid(logits) - future) ** 2, axis=(2, 3, 4))
+        predicted = jax.nn.sigmoid(logits)
+        squared = jnp.sum((predicted - future) ** 2, axis=(2, 3, 4))
+        gradient_weight = self.config.train.gradient_loss_weight
+        gradient_loss = (
+            gradient_difference(predicted, future).mean() if gradient_weight else jnp.zeros(())
+        )
         metrics = {
             "mse": squared.mean(),
             "future_loss": future_loss,
             "context_loss": context_loss,
             "one_step_loss": one_step_loss,
+            "gradient_loss": gradient_loss,
         }
-        loss = future_loss + weight * context_loss + one_step_weight * one_step_loss
+        loss = (
+            future_loss
+            + weight * context_loss
+            + one_step_weight * one_step_loss
+            + gradient_weight * gradient_loss
+        )
         return loss, metrics
 
     def eval_outputs(self, model: nnx.Module, batch: Batch) -> dict[str, Array]:

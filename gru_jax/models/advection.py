@@ -6,6 +6,11 @@ with the drawn one. Two forms (Finn et al. 2016):
 * **per cell** (DNA): one vertical and one horizontal kernel per cell of the frame, from
   the head's logits at that cell (averaged over the patches of cells larger than a patch);
   a sigmoid mask per pixel mixes the moved frame with the drawn frame.
+* **per cell, as a flow** (``advection_source='flow'``): each cell's kernel pair is read
+  as its mean offset, a displacement per frame; the displacements of the predicted frames
+  are composed into one offset field back to the last context frame, which is sampled
+  once, bilinearly (:func:`gru_jax.models.video_ops.warp`), so the moves do not compound
+  the kernels' spread into blur.
 * **shared motions** (CDNA): ``K`` kernel pairs for the whole frame. Each pools the
   per-patch logits with a learned attention over the patches (a softmax over the grid of a
   per-patch score), so a motion is estimated from all the patches its content covers; a
@@ -18,7 +23,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from gru_jax.models.video_ops import advect, depth_to_space
+from gru_jax.models.video_ops import advect, depth_to_space, kernel_offsets, warp
 
 Array = jax.Array
 
@@ -84,3 +89,20 @@ def mix_motions(frame: Array, kernels: Array, mask_logits: Array, drawn: Array, 
         kx = kernels[:, m, 1, None, None, :]
         mixed = mixed + weights[..., m : m + 1] * advect(frame, ky, kx)
     return mixed
+
+
+def cell_offsets(kernels: Array, height: int, width: int) -> Array:
+    """Per-pixel offsets ``f32[B, height, width, 2]`` (vertical, horizontal) from per-cell
+    kernels ``f32[B, rows, cols, 2, k]`` (:func:`cell_kernels`): each kernel's mean offset
+    (:func:`~gru_jax.models.video_ops.kernel_offsets`), repeated over its cell's pixels."""
+    offsets = kernel_offsets(kernels)  # [B, rows, cols, 2]
+    rows, cols = offsets.shape[1:3]
+    offsets = jnp.repeat(offsets, height // rows, axis=1)
+    return jnp.repeat(offsets, width // cols, axis=2)
+
+
+def mix_warped(frame: Array, offsets: Array, mask_logits: Array, drawn: Array, p: int) -> Array:
+    """``sigmoid(mask) · warp(frame, offsets) + (1 - sigmoid(mask)) · drawn``, per pixel
+    (the flow form of :func:`mix_cells`; ``offsets f32[B, H, W, 2]``)."""
+    mask = jax.nn.sigmoid(depth_to_space(mask_logits, p))
+    return mask * warp(frame, offsets) + (1 - mask) * drawn

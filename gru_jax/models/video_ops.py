@@ -162,3 +162,49 @@ def matching_prior(
         jnp.log(spread.sum(axis=-1) + PRIOR_FLOOR),
         jnp.log(spread.sum(axis=-2) + PRIOR_FLOOR),
     )
+
+
+def kernel_offsets(kernels: Array) -> Array:
+    """The mean offset of softmax kernels ``f32[..., k]`` (taps ``-(k//2) .. k//2``) →
+    ``f32[...]``: where, on average, a kernel pulls its output pixel's content from."""
+    window = kernels.shape[-1]
+    taps = jnp.arange(window, dtype=kernels.dtype) - window // 2
+    return jnp.sum(kernels * taps, axis=-1)
+
+
+def warp(frames: Array, offsets: Array) -> Array:
+    """Backward warp with bilinear interpolation: ``out[b, y, x] = frames[b, y + oy, x + ox]``
+    for ``offsets[b, y, x] = (oy, ox)`` in pixels (fractional), zeros outside the frame.
+
+    ``frames f32[B, H, W, C]``, ``offsets f32[B, H, W, 2]`` → ``f32[B, H, W, C]``. The
+    gradient reaches the offsets through the interpolation weights (one pixel either side of
+    the sampled point), as in spatial transformer networks."""
+    batch, height, width, channels = frames.shape
+    rows = jnp.arange(height, dtype=offsets.dtype)[None, :, None] + offsets[..., 0]
+    cols = jnp.arange(width, dtype=offsets.dtype)[None, None, :] + offsets[..., 1]
+    row0, col0 = jnp.floor(rows), jnp.floor(cols)
+    # Weights from the fractional parts (not 1 - |distance|): their gradient is the same
+    # on both sides of an integer offset, where |.| would have none.
+    row_weights = (1 - (rows - row0), rows - row0)
+    col_weights = (1 - (cols - col0), cols - col0)
+    flat = frames.reshape(batch, height * width, channels)
+    out = jnp.zeros_like(frames)
+    for dy in (0, 1):
+        for dx in (0, 1):
+            r, c = row0 + dy, col0 + dx
+            weight = row_weights[dy] * col_weights[dx]
+            inside = (r >= 0) & (r < height) & (c >= 0) & (c < width)
+            index = (jnp.clip(r, 0, height - 1) * width + jnp.clip(c, 0, width - 1)).astype(
+                jnp.int32
+            )
+            picked = jnp.take_along_axis(flat, index.reshape(batch, -1, 1), axis=1)
+            picked = picked.reshape(frames.shape)
+            out = out + jnp.where(inside, weight, 0.0)[..., None] * picked
+    return out
+
+
+def compose_offsets(step: Array, total: Array) -> Array:
+    """Offsets from frame k back to a fixed source frame, given frame k's offsets to frame
+    k - 1 (``step``) and frame k - 1's to the source (``total``), both ``f32[B, H, W, 2]``:
+    ``step(p) + total(p + step(p))`` (``total`` sampled bilinearly, zero outside)."""
+    return step + warp(total, step)

@@ -6,7 +6,7 @@ from __future__ import annotations
 FORECASTER_INPUTS = ("zeros", "prediction")
 FORECASTERS = ("separate", "shared")
 OUTPUTS = ("pixels", "advection")
-ADVECTION_SOURCES = ("previous", "context")
+ADVECTION_SOURCES = ("previous", "context", "flow")
 MOTION_INPUTS = ("none", "differences", "matching")
 ADVECTION_PRIORS = ("none", "matching")
 
@@ -57,6 +57,11 @@ def check_options(
         raise ValueError(
             "advection_motions must be >= 0 and, when > 0, needs output='advection' and "
             f"advection_prior='none', got {advection_motions}, {output!r}, {advection_prior!r}"
+        )
+    if advection_source == "flow" and (output != "advection" or advection_motions):
+        raise ValueError(
+            "advection_source='flow' needs output='advection' and advection_motions=0, got "
+            f"{output!r}, {advection_motions}"
         )
     if forecaster_motion and (
         motion_input != "matching" or output != "advection" or forecaster_input != "prediction"

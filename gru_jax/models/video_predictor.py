@@ -53,10 +53,18 @@ import jax.numpy as jnp
 from flax import nnx
 
 from gru_jax.convgru import ConvGRU, ConvGRUCell, check_frames
-from gru_jax.models.advection import cell_kernels, mix_cells, mix_motions, motion_kernels
+from gru_jax.models.advection import (
+    cell_kernels,
+    cell_offsets,
+    mix_cells,
+    mix_motions,
+    mix_warped,
+    motion_kernels,
+)
 from gru_jax.models.video_ops import (
     INTENSITY_EPS,
     MATCHING_TEMPERATURE,
+    compose_offsets,
     depth_to_space,
     intensity_logits,
     matching_costs,
@@ -130,7 +138,12 @@ class VideoPredictor(nnx.Module):
         as in Finn et al.: the kernels say one frame's motion, and the moves compound, so
         each imprecise step blurs the next) or ``'context'`` (always the last context
         frame: the kernels at step t say the whole displacement since then and errors do
-        not compound; the window must span the motion over the whole horizon).
+        not compound; the window must span the motion over the whole horizon) or
+        ``'flow'`` (each cell's kernel pair is read as its mean offset, one frame's
+        displacement; the steps' displacements are composed into an offset field back to
+        the last context frame, which is sampled once, bilinearly: the kernels say one
+        frame's motion, as with ``'previous'``, but the content is not re-blurred by every
+        step's kernel spread; :func:`~gru_jax.models.video_ops.compose_offsets`).
       advection_prior: ``'none'`` or ``'matching'``: add to the kernels' logits the motion
         block matching sees between the two frames before the predicted one (the last two
         context frames, then the model's own; :func:`matching_prior`), so the kernels
@@ -357,6 +370,8 @@ class VideoPredictor(nnx.Module):
             previous = jnp.zeros_like(previous)
         logits, one_step = [], []
         teacher = None if teacher_future is None else jnp.moveaxis(teacher_future, 1, 0)
+        # advection_source='flow': offsets from the current frame back to the context frame.
+        flow = jnp.zeros((*context_frame.shape[:-1], 2), jnp.float32)
         for step in range(num_future):
             x = previous
             if self.forecaster_motion:  # the motion of the last two frames, as observed
@@ -374,7 +389,7 @@ class VideoPredictor(nnx.Module):
             step_states = jnp.concatenate(states, axis=-1)
             step_logits = self._logits(step_states)
             if self.advection:
-                source = context_frame if self.advection_source == "context" else last_frame
+                source = last_frame if self.advection_source == "previous" else context_frame
                 prior = (
                     matching_prior(before_last, last_frame, self.patch_size, self.matching_radius)
                     if self.advection_prior == "matching"
@@ -384,9 +399,8 @@ class VideoPredictor(nnx.Module):
                 # In [0, 1] up to rounding, which TF32 / bfloat16 products make large enough
                 # to leave it (a NaN log-odds on GPU otherwise): clipped, identity gradient.
                 sources = [source] if teacher is None or step == 0 else [source, teacher[step - 1]]
-                moved = [
-                    unit_clip(f) for f in self._advect(step_states, step_logits, sources, prior)
-                ]
+                moved, flow = self._advect(step_states, step_logits, sources, prior, flow)
+                moved = [unit_clip(f) for f in moved]
                 last_frame = moved[0]
                 if len(moved) > 1:  # the same kernels and mask applied to the true frame
                     one_step.append(space_to_depth(intensity_logits(moved[1]), self.patch_size))
@@ -404,18 +418,29 @@ class VideoPredictor(nnx.Module):
         return future, depth_to_space(jnp.stack(one_step, axis=1), self.patch_size)
 
     def _advect(
-        self, states: Array, drawn_logits: Array, frames: list[Array], prior: tuple | None = None
-    ) -> list[Array]:
+        self,
+        states: Array,
+        drawn_logits: Array,
+        frames: list[Array],
+        prior: tuple | None,
+        flow: Array,
+    ) -> tuple[list[Array], Array]:
         """Predicted frames f32[B, H, W, C] in [0, 1], one per source in ``frames``: each
         moved by the states' kernels (per cell, their logits plus ``prior``'s if given; or
         the shared motions) and mixed per pixel with the drawn frame
-        ``sigmoid(drawn_logits)`` (:mod:`gru_jax.models.advection`)."""
+        ``sigmoid(drawn_logits)`` (:mod:`gru_jax.models.advection`). Also returns the
+        offsets back to the context frame, ``flow f32[B, H, W, 2]``: with
+        ``advection_source='flow'``, this step's kernel offsets composed with ``flow``
+        (then the frames are warped by them); otherwise ``flow`` unchanged."""
         p = self.patch_size
         logits = self.kernel_head(states).astype(jnp.float32)
         mask_logits = self.mask_head(states).astype(jnp.float32)
         drawn = jax.nn.sigmoid(depth_to_space(drawn_logits, p))
         if self.motions:
             kernels, _ = motion_kernels(logits, self.motions)
-            return [mix_motions(frame, kernels, mask_logits, drawn, p) for frame in frames]
+            return [mix_motions(frame, kernels, mask_logits, drawn, p) for frame in frames], flow
         kernels = cell_kernels(logits, self.cells_per_side, self.patches_per_cell, prior)
-        return [mix_cells(frame, kernels, mask_logits, drawn, p) for frame in frames]
+        if self.advection_source != "flow":
+            return [mix_cells(frame, kernels, mask_logits, drawn, p) for frame in frames], flow
+        flow = compose_offsets(cell_offsets(kernels, *drawn.shape[1:3]), flow)
+        return [mix_warped(frame, flow, mask_logits, drawn, p) for frame in frames], flow

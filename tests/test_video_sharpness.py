@@ -1,0 +1,224 @@
+"""Blur in video prediction: the sharpness metric and the gradient difference loss by
+hand, and the flow form of the predictor's advection (``advection_source='flow'``): the
+bilinear warp against a loop over pixels, its gradient against finite differences, the
+composition of per-frame offsets, and whole rollouts whose kernels are pinned by hand."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from configs import moving_digits
+from experiments.tasks import video_prediction
+from experiments.tasks.video_prediction import (
+    frame_errors,
+    gradient_difference,
+    gradient_energy,
+    summarize_frames,
+)
+from gru_jax.models import VideoPredictor
+from gru_jax.models.advection import cell_offsets
+from gru_jax.models.video_ops import compose_offsets, kernel_offsets, warp
+from gru_jax.models.video_predictor import ADVECTION_EPS
+
+
+def test_gradient_energy_and_difference_by_hand():
+    frames = np.zeros((1, 2, 3, 4, 1), np.float32)
+    frames[0, 0, :, 2:] = 1.0  # frame 1: a vertical edge of height 1, 3 px long
+    frames[0, 1, :, 1:3] = 0.5  # frame 2: a stripe of 0.5 two columns wide: 2 edges
+    np.testing.assert_allclose(gradient_energy(jnp.asarray(frames)), [[3.0, 6 * 0.25]])
+    blurred = frames.copy()
+    blurred[0, 0, :, 1:3, 0] = [0.25, 0.75]  # frame 1's edge as steps of 0.25, 0.5, 0.25
+    energy = np.asarray(gradient_energy(jnp.asarray(blurred)))[0, 0]
+    np.testing.assert_allclose(energy, 3 * (0.25**2 + 0.5**2 + 0.25**2))
+    # GDL: mean over pixels of the |gradient| mismatch, vertical plus horizontal terms.
+    # Frame 1: horizontal |gradients| per row (0, 1, 0) vs (0.25, 0.5, 0.25): sum 1.0 per
+    # row over 3x3 horizontal pairs; vertical gradients are zero in both.
+    gdl = np.asarray(gradient_difference(jnp.asarray(blurred[:, :1]), jnp.asarray(frames[:, :1])))
+    np.testing.assert_allclose(gdl, [3 * 1.0 / 9])
+    np.testing.assert_allclose(
+        gradient_difference(jnp.asarray(frames), jnp.asarray(frames)), [0.0], atol=0
+    )
+
+
+def test_summary_reports_sharpness_and_ssim_per_frame():
+    truth = np.zeros((2, 2, 8, 8, 1), np.float32)
+    truth[:, :, 2:6, 2:6] = 1.0  # a white square in every frame
+    prediction = truth.copy()
+    prediction[:, 1] = 0.5 * truth[:, 1] + 0.125  # frame 2: half the contrast
+    outputs = {
+        key: np.asarray(value)
+        for key, value in frame_errors(jnp.asarray(prediction), jnp.asarray(truth)).items()
+    }
+    outputs.update(
+        loss=np.zeros(2), baseline_zeros=np.ones((2, 2)), baseline_mean=np.ones((2, 2)),
+        baseline_copy_last=np.ones((2, 2)),
+    )  # fmt: skip
+    metrics = summarize_frames(outputs)
+    # Half the contrast is a quarter of the gradient energy.
+    assert metrics["sharpness_frame_1"] == pytest.approx(1.0)
+    assert metrics["sharpness_frame_2"] == pytest.approx(0.25)
+    assert metrics["sharpness"] == pytest.approx(0.625)
+    assert metrics["ssim_frame_1"] == pytest.approx(1.0, abs=1e-5)
+    assert metrics["ssim_frame_2"] < 0.99
+    assert metrics["ssim"] == pytest.approx(
+        (metrics["ssim_frame_1"] + metrics["ssim_frame_2"]) / 2, rel=1e-6
+    )
+
+
+def test_gradient_loss_weight_adds_the_gradient_difference():
+    model = VideoPredictor(1, patch_size=4, hidden_channels=(4,), rngs=nnx.Rngs(0))
+    config = moving_digits.get_config("smoke")
+    config.train.gradient_loss_weight = 0.5
+    task = video_prediction.VideoPredictionTask(config)
+    steps = config.dataset.context_frames + config.dataset.future_frames
+    frames = np.random.default_rng(0).integers(0, 256, (2, steps, 16, 16, 1), dtype=np.uint8)
+    loss, metrics = task.loss(model, {"frames": jnp.asarray(frames)})
+    video = jnp.asarray(frames.astype(np.float32) / 255.0)
+    context = video[:, : config.dataset.context_frames]
+    future = video[:, config.dataset.context_frames :]
+    predicted = jax.nn.sigmoid(model(context, future.shape[1]))
+    expected = float(gradient_difference(predicted, future).mean())
+    assert expected > 0
+    np.testing.assert_allclose(float(metrics["gradient_loss"]), expected, rtol=1e-5)
+    np.testing.assert_allclose(
+        float(loss), float(metrics["future_loss"]) + 0.5 * expected, rtol=1e-5
+    )
+
+
+def warp_by_loop(frames: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Bilinear backward warp, one output pixel and one neighbour at a time, in float64."""
+    batch, height, width, channels = frames.shape
+    out = np.zeros(frames.shape, np.float64)
+    for b, y, x in np.ndindex(batch, height, width):
+        sy, sx = y + offsets[b, y, x, 0], x + offsets[b, y, x, 1]
+        y0, x0 = int(np.floor(sy)), int(np.floor(sx))
+        for r, c in ((y0, x0), (y0 + 1, x0), (y0, x0 + 1), (y0 + 1, x0 + 1)):
+            if 0 <= r < height and 0 <= c < width:
+                weight = (1 - abs(sy - r)) * (1 - abs(sx - c))
+                out[b, y, x] += weight * frames[b, r, c]
+    return out
+
+
+def test_warp_matches_a_loop_and_shifts_by_whole_pixels():
+    rng = np.random.default_rng(0)
+    frames = rng.uniform(size=(2, 5, 7, 2)).astype(np.float32)
+    offsets = rng.uniform(-2.5, 2.5, size=(2, 5, 7, 2)).astype(np.float32)  # some point out
+    warped = np.asarray(warp(jnp.asarray(frames), jnp.asarray(offsets)))
+    np.testing.assert_allclose(warped, warp_by_loop(frames, offsets), atol=1e-6)
+    # A whole-pixel offset (+1 row, -2 columns) pulls content from there: a shift.
+    whole = np.broadcast_to(np.float32([1.0, -2.0]), (2, 5, 7, 2))
+    shifted = np.asarray(warp(jnp.asarray(frames), jnp.asarray(whole)))
+    np.testing.assert_allclose(shifted[:, :-1, 2:], frames[:, 1:, :-2], atol=1e-6)
+    np.testing.assert_array_equal(shifted[:, -1], 0.0)  # pulled from below the frame
+    np.testing.assert_array_equal(shifted[:, :, :2], 0.0)
+
+
+def test_warp_gradient_reaches_the_offsets_also_at_whole_pixels():
+    rng = np.random.default_rng(1)
+    frames = jnp.asarray(rng.uniform(size=(1, 6, 6, 1)), jnp.float32)
+    probe = jnp.asarray(rng.standard_normal((1, 6, 6, 1)), jnp.float32)
+    loss = lambda offsets: jnp.sum(warp(frames, offsets) * probe)
+    fractional = jnp.asarray(rng.uniform(-1.4, 1.4, size=(1, 6, 6, 2)), jnp.float32)
+    for offsets in (fractional, jnp.round(fractional)):  # at integers, one-sided slopes
+        grad = np.asarray(jax.grad(loss)(offsets))
+        assert np.abs(grad).max() > 0.1
+        index, step = (0, 2, 3, 1), 1e-2
+        up = loss(offsets.at[index].add(step))
+        numeric = float(up - loss(offsets)) / step  # forward difference (the right slope)
+        np.testing.assert_allclose(grad[index], numeric, rtol=1e-2, atol=1e-3)
+
+
+def test_kernel_offsets_and_cell_offsets_by_hand():
+    kernels = jnp.asarray([[0.0, 0.25, 0.75], [0.5, 0.5, 0.0]])  # taps -1, 0, +1
+    np.testing.assert_allclose(kernel_offsets(kernels), [0.75, -0.5])
+    # Cells of 2x3 pixels: 2x2 cells tile a 4x6 frame; each pixel takes its cell's offsets.
+    rng = np.random.default_rng(2)
+    cells = jax.nn.softmax(jnp.asarray(rng.standard_normal((1, 2, 2, 2, 5))), axis=-1)
+    per_pixel = np.asarray(cell_offsets(cells, 4, 6))
+    assert per_pixel.shape == (1, 4, 6, 2)
+    means = np.asarray(kernel_offsets(cells))
+    for y, x in np.ndindex(4, 6):
+        np.testing.assert_allclose(per_pixel[0, y, x], means[0, y // 2, x // 3], atol=1e-6)
+
+
+def test_composed_offsets_follow_the_content_back_to_the_source():
+    rng = np.random.default_rng(3)
+    source = jnp.asarray(rng.uniform(size=(1, 12, 12, 1)), jnp.float32)
+    # Frame 1 pulls from (+1, 0) of the source; frame 2 pulls from (0, +0.5) of frame 1.
+    first = jnp.broadcast_to(jnp.float32([1.0, 0.0]), (1, 12, 12, 2))
+    second = jnp.broadcast_to(jnp.float32([0.0, 0.5]), (1, 12, 12, 2))
+    total = compose_offsets(second, compose_offsets(first, jnp.zeros_like(first)))
+    np.testing.assert_allclose(total[0, :11, :11], np.broadcast_to([1.0, 0.5], (11, 11, 2)))
+    # Away from the borders, one warp by the composed offsets equals the two warps in turn.
+    twice = warp(warp(source, first), second)
+    np.testing.assert_allclose(warp(source, total)[0, :10, :10], twice[0, :10, :10], atol=1e-6)
+    # Offsets that vary in space: frame 2's pixel p reads frame 1 at p + step(p), where
+    # frame 1's own offset back to the source is sampled.
+    step = jnp.asarray(rng.uniform(-1, 1, size=(1, 12, 12, 2)), jnp.float32)
+    total = compose_offsets(step, first)
+    expected = np.asarray(step) + warp_by_loop(np.asarray(first), np.asarray(step))
+    np.testing.assert_allclose(total, expected, atol=1e-5)
+
+
+def pinned_flow_model(tap: int, mask: float = 30.0) -> VideoPredictor:
+    """A flow model (patches of 4, 9-tap kernels) whose kernel head ignores the states and
+    puts nearly all weight of the vertical kernel on ``tap`` (offset ``tap - 4``) and of
+    the horizontal kernel on offset 0; its mask logits are ``mask`` everywhere."""
+    model = VideoPredictor(
+        1, patch_size=4, hidden_channels=(4,), output="advection", advection_source="flow",
+        forecaster_input="prediction", rngs=nnx.Rngs(0),
+    )  # fmt: skip
+    bias = np.full(18, -40.0, np.float32)
+    bias[tap], bias[9 + 4] = 40.0, 40.0
+    model.kernel_head.kernel.value = jnp.zeros_like(model.kernel_head.kernel.value)
+    model.kernel_head.bias.value = jnp.asarray(bias)
+    model.mask_head.kernel.value = jnp.zeros_like(model.mask_head.kernel.value)
+    model.mask_head.bias.value = jnp.full_like(model.mask_head.bias.value, mask)
+    return model
+
+
+def test_flow_rollout_moves_the_context_frame_by_the_summed_displacements(monkeypatch):
+    import gru_jax.models.advection as advection_module
+
+    warped_sources = []
+
+    def recording_warp(frames, offsets):
+        warped_sources.append(frames)
+        return warp(frames, offsets)
+
+    monkeypatch.setattr(advection_module, "warp", recording_warp)
+    model = pinned_flow_model(tap=5)  # every frame pulls content from one row below
+    rng = np.random.default_rng(4)
+    context = jnp.asarray(rng.uniform(size=(2, 3, 16, 16, 1)), jnp.float32)
+    predicted = np.asarray(jax.nn.sigmoid(model(context, 4)))
+    last = np.asarray(context[:, -1])
+    for k in range(4):  # frame k+1 is the context frame moved up by k+1 rows, once
+        np.testing.assert_allclose(warped_sources[k], last)
+        expected = ADVECTION_EPS + (1 - 2 * ADVECTION_EPS) * last[:, k + 1 :]
+        np.testing.assert_allclose(predicted[:, k, : 15 - k], expected, atol=1e-5)
+        np.testing.assert_allclose(predicted[:, k, 16 - (k + 1) :], ADVECTION_EPS, atol=1e-5)
+
+
+def test_flow_with_a_shut_mask_is_the_drawn_frame_and_options_are_checked():
+    model = pinned_flow_model(tap=5, mask=-30.0)
+    context = jnp.asarray(np.random.default_rng(5).uniform(size=(1, 3, 16, 16, 1)), jnp.float32)
+    predicted = jax.nn.sigmoid(model(context, 1))[:, 0]
+    states, _ = model.encode(context)
+    from gru_jax.models.video_ops import depth_to_space, space_to_depth
+
+    fresh = model.forecaster[0](states[0], space_to_depth(context[:, -1], 4))[0]
+    drawn = jax.nn.sigmoid(depth_to_space(model.head(fresh), 4))
+    np.testing.assert_allclose(
+        predicted, ADVECTION_EPS + (1 - 2 * ADVECTION_EPS) * drawn, atol=1e-5
+    )
+    with pytest.raises(ValueError, match="advection_source='flow' needs output='advection'"):
+        VideoPredictor(1, advection_source="flow", rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="advection_motions=0, got 'advection', 2"):
+        VideoPredictor(
+            1, output="advection", advection_source="flow", advection_motions=2,
+            rngs=nnx.Rngs(0),
+        )  # fmt: skip
+    with pytest.raises(ValueError, match="teacher_future needs"):
+        model(context, 2, teacher_future=jnp.zeros((1, 2, 16, 16, 1)))
