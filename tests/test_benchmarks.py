@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from benchmarks.peers import OPTIONAL_PEERS, PEERS, Case, best_peer_ms
-from benchmarks.run import parse_variants, recurrent_gflop, run_case
+from benchmarks.report import markdown
+from benchmarks.run import matmul_gflop, parse_variants, recurrent_gflop, run_case
 
 TINY = dict(batch=4, steps=3, features=2, hidden=8)
 
@@ -67,6 +68,41 @@ def test_recurrent_flops_count():
     assert np.isclose(recurrent_gflop(case) * 1e9, 2 * 2 * 3 * 9 * 5)
     both = dataclasses.replace(case, mode="train", num_layers=2, bidirectional=True)
     assert np.isclose(recurrent_gflop(both) * 1e9, 2 * 2 * 3 * 9 * 5 * 2 * 2 * 3)
+
+
+def test_matmul_flops_count_every_unavoidable_product():
+    case = Case(name="x", mode="infer", batch=2, steps=5, features=4, hidden=3)
+    recurrent, inputs = 2 * 2 * 5 * 3 * 9, 2 * 2 * 5 * 4 * 9  # 2·B·T·H·3H, 2·B·T·I·3H
+    assert np.isclose(matmul_gflop(case) * 1e9, recurrent + inputs)
+    train = dataclasses.replace(case, mode="train")
+    assert np.isclose(matmul_gflop(train) * 1e9, 3 * recurrent + 2 * inputs)
+    # Two bidirectional layers: the second reads 2H features and passes a gradient back.
+    stack = dataclasses.replace(train, num_layers=2, bidirectional=True)
+    second_inputs = 2 * 2 * 5 * 6 * 9
+    expected = 2 * (3 * recurrent + 2 * inputs) + 2 * (3 * recurrent + 3 * second_inputs)
+    assert np.isclose(matmul_gflop(stack) * 1e9, expected)
+
+
+def test_report_says_what_rate_the_speed_goal_would_need():
+    case = dict(name="wide", batch=64, steps=100, features=256, hidden=512, num_layers=1,
+                bidirectional=False, variable_lengths=False, mode="infer", loss="all")  # fmt: skip
+    gflop = matmul_gflop(Case(**case))
+    rows = [  # gru_jax at 100 ms; the fastest peer at 110 ms: 1.1x, short of 1.3x
+        dict(case, impl="gru_jax", median_ms=100.0, matmul_gflops=gflop / 0.1),
+        dict(case, impl="flax_nnx", median_ms=110.0, matmul_gflops=gflop / 0.11),
+    ]
+    data = dict(device="cpu", jax_version="0", date="d", rows=rows,
+                roofline={"gflops": 100.0, "per_step_us": 1.0},
+                gemm_peak={"gflops": 150.0, "size": 2048})  # fmt: skip
+    table = markdown(data)
+    needed = gflop / (0.110 / 1.3)  # the FLOPs in the fastest peer's time over 1.3
+    assert f"needs {needed:.0f} GFLOP/s of matmul = {needed / 150:.0%} of the large-GEMM" in table
+    assert "Large-GEMM peak: 150 GFLOP/s" in table
+    faster = [dict(row) for row in rows]
+    faster[1]["median_ms"] = 140.0  # now 1.4x: no line for the case
+    for row in faster:
+        row.pop("speedup_vs_best_peer", None)
+    assert "needs" not in markdown(dict(data, rows=faster))
 
 
 def test_step_forms_compute_the_same_gru_as_a_numpy_loop():
