@@ -40,8 +40,11 @@ def markdown(data: dict) -> str:
         if peak
         else ""
     )
+    cpu = data.get("cpu") or {}
+    cpu_text = f" ({cpu['model']}; {', '.join(cpu['flags'])})" if cpu.get("model") else ""
     lines = [
-        f"Device: `{data['device']}`, jax {data['jax_version']}, {data['date']}. Median ms per "
+        f"Device: `{data['device']}`{cpu_text}, jax {data['jax_version']}, {data['date']}. "
+        "Median ms per "
         "call (lower is better); **speedup** = fastest peer / gru_jax. Per-step GEMM "
         f"roofline: {roof['gflops']:.0f} GFLOP/s ({roof['per_step_us']:.0f} us per "
         f"128x128 @ 128x384 step).{peak_text}",

@@ -44,11 +44,41 @@ SHAPES = {  # (batch, time, features, hidden) and stack options
 }
 
 
+def cpu_flags() -> set[str]:
+    """The CPU feature flags the kernel reports (empty where /proc/cpuinfo is missing)."""
+    try:
+        with open("/proc/cpuinfo") as file:
+            for line in file:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def cpu_info() -> dict:
+    """What sets a CPU's GEMM speed: model name, cores, and its widest vector ISA."""
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as file:
+            model = next((ln.split(":", 1)[1].strip() for ln in file if "model name" in ln), "")
+    except OSError:
+        pass
+    flags = cpu_flags()
+    wanted = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16")
+    return {"model": model, "flags": [f for f in wanted if f in flags]}
+
+
 def device_name() -> str:
+    """``cpu-<cores>core-<arch>-<isa>`` (the ISA: ``avx512`` or ``avx2`` on x86, whose
+    GEMM rates differ ~1.5x on the same cores), or the accelerator's kind."""
     device = jax.devices()[0]
     if device.platform == "cpu":
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 0
-        return f"cpu-{cores}core-{platform.machine()}"
+        name = f"cpu-{cores}core-{platform.machine()}"
+        flags = cpu_flags()
+        isa = "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else ""
+        return f"{name}-{isa}" if isa else name
     return device.device_kind.replace(" ", "-").lower()
 
 
@@ -281,6 +311,7 @@ def main() -> None:
             "device": device_name(),
             "jax_version": jax.__version__,
             "backend": jax.default_backend(),
+            "cpu": cpu_info(),
             "date": time.strftime("%Y-%m-%d"),
             "roofline": roofline,
             "gemm_peak": peak,

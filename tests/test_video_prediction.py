@@ -35,7 +35,7 @@ from gru_jax.models.video_predictor import ADVECTION_EPS
 
 HAS_TENSORFLOW = importlib.util.find_spec("tensorflow") is not None
 REQUIRED = {
-    "mse", "mae", "ssim", "loss", "mse_reduction",
+    "mse", "mae", "ssim", "loss", "mse_reduction", "sharpness",
     "baseline_zeros_mse", "baseline_mean_mse", "baseline_copy_last_mse",
 }  # fmt: skip
 
@@ -508,7 +508,8 @@ def _check_run(results, workdir, future_frames):
     assert all(np.isfinite(value) for value in test.values())
     with open(os.path.join(workdir, "results.json")) as file:
         assert json.load(file)["test"] == test
-    for name in ("predictions.png", "predictions.gif", "mse_per_frame.png"):
+    for name in ("predictions.png", "predictions.gif", "mse_per_frame.png",
+                 "sharpness_per_frame.png"):  # fmt: skip
         assert os.path.getsize(os.path.join(workdir, "plots", name)) > 0
     assert os.listdir(os.path.join(workdir, "tensorboard"))
 

@@ -114,6 +114,13 @@ def baseline_squared_errors(context: Array, future: Array, mean_frame: Array) ->
     }
 
 
+def per_frame_sharpness(outputs: dict[str, np.ndarray]) -> np.ndarray:
+    """f32[T]: the predictions' gradient energy over the truth's, each summed over the
+    test videos (1: as sharp as the truth; blur lowers it)."""
+    truth_energy = outputs["truth_gradient_energy"].sum(axis=0)
+    return outputs["gradient_energy"].sum(axis=0) / np.maximum(truth_energy, 1e-12)
+
+
 def summarize_frames(outputs: dict[str, np.ndarray]) -> dict[str, float]:
     """Test metrics from per-example arrays (see the module docstring for the names)."""
     per_frame = outputs["squared_error"].mean(axis=0)
@@ -126,8 +133,7 @@ def summarize_frames(outputs: dict[str, np.ndarray]) -> dict[str, float]:
     metrics.update({f"mse_frame_{k + 1}": float(value) for k, value in enumerate(per_frame)})
     ssim = outputs["ssim"].mean(axis=0)
     metrics.update({f"ssim_frame_{k + 1}": float(value) for k, value in enumerate(ssim)})
-    truth_energy = outputs["truth_gradient_energy"].sum(axis=0)
-    sharpness = outputs["gradient_energy"].sum(axis=0) / np.maximum(truth_energy, 1e-12)
+    sharpness = per_frame_sharpness(outputs)
     metrics["sharpness"] = float(sharpness.mean())
     metrics.update({f"sharpness_frame_{k + 1}": float(v) for k, v in enumerate(sharpness)})
     for name in BASELINES:
@@ -316,6 +322,11 @@ class VideoPredictionTask(Task):
             ),
             video_plots.per_frame_curve(
                 curves, os.path.join(plot_dir, "mse_per_frame.png"), "MSE (sum over pixels)"
+            ),
+            video_plots.per_frame_curve(
+                {"model": per_frame_sharpness(outputs), "truth": np.ones(future.shape[1])},
+                os.path.join(plot_dir, "sharpness_per_frame.png"),
+                "sharpness (gradient energy / truth's)",
             ),
         ]
 
