@@ -37,6 +37,9 @@ RESULTS = os.path.join(os.path.dirname(__file__), "results", "convgru_cpu.json")
 CASES = {
     "small": (16, 10, 16, 16, 32, 32, 3),
     "video": (16, 20, 64, 64, 1, 32, 3),
+    # The moving-digits predictor's first layer: 8x8 patches of 64 pixels + 16 motion
+    # channels, 64-channel states, a batch of 8.
+    "predictor": (8, 10, 8, 8, 80, 64, 3),
 }
 
 # (label, options of conv_gru_scan); the first is the baseline of the ratio column.
@@ -48,6 +51,8 @@ VARIANTS = [
     ("stepwise unroll=True (default, T<=20)", dict(gradient="stepwise", unroll=True)),
     ("deferred rolled", dict(gradient="deferred", unroll=1)),
     ("deferred unroll=True", dict(gradient="deferred", unroll=True)),
+    ("im2col rolled", dict(gradient="im2col", unroll=1)),
+    ("im2col unroll=True", dict(gradient="im2col", unroll=True)),
 ]
 
 
@@ -197,14 +202,20 @@ def main():
         "--slow-rounds", type=int, default=3, help="rounds for the (slow) rolled xla baseline"
     )
     parser.add_argument("--video", action="store_true", help="also the 64x64, T=20 case")
+    parser.add_argument("--cases", default=None, help=f"comma-separated, of {', '.join(CASES)}")
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--output", default=RESULTS)
     args = parser.parse_args()
     cases = ["small", "video"] if args.video else ["small"]
+    if args.cases:
+        cases = args.cases.split(",")
+        unknown = sorted(set(cases) - set(CASES))
+        if unknown:
+            raise SystemExit(f"--cases: unknown {', '.join(unknown)}; known: {', '.join(CASES)}")
     results = []
     for name in cases:
         # The rolled xla baseline takes minutes per call at 64x64: one round there.
-        slow_rounds = args.slow_rounds if name == "small" else 1
+        slow_rounds = args.slow_rounds if name != "video" else 1
         result = run_case(name, args.rounds, slow_rounds, not args.no_torch)
         print_table(result)
         results.append(result)

@@ -46,8 +46,9 @@ from gru_jax.ops.conv_gru import (
     ConvGRUWeights,
     conv_gru_scan,
     conv_gru_step,
-    prepare_conv_step_weights,
     project_frames,
+    step_conv,
+    step_weights,
 )
 
 Array = jax.Array
@@ -124,6 +125,11 @@ class ConvGRUCell(nnx.Module):
       param_dtype: dtype the parameters are stored in.
       kernel_init / recurrent_kernel_init / bias_init: initialisers (Glorot-uniform,
         per-gate orthogonal over the flattened window, zeros).
+      gradient: how a step's convolutions are written (``"auto"``, ``"stepwise"``,
+        ``"deferred"`` (a cell steps like ``"stepwise"``), ``"xla"``, ``"im2col"``; see
+        :mod:`gru_jax.ops.conv_gru`); the result is the same for all. ``"im2col"``: one
+        patch GEMM for the three gates of the input and one for the state's, faster on
+        small grids with many channels.
       rngs: ``nnx.Rngs`` for the initialisers.
     """
 
@@ -140,8 +146,11 @@ class ConvGRUCell(nnx.Module):
         kernel_init: Initializer = default_kernel_init,
         recurrent_kernel_init: Initializer = conv_per_gate_orthogonal,
         bias_init: Initializer = default_bias_init,
+        gradient: str = "auto",
         rngs: nnx.Rngs,
     ):
+        if gradient not in GRADIENT_MODES:
+            raise ValueError(f"gradient must be one of {GRADIENT_MODES}; got {gradient!r}")
         if in_channels <= 0 or hidden_channels <= 0:
             raise ValueError(
                 "in_channels and hidden_channels must be positive; "
@@ -158,6 +167,7 @@ class ConvGRUCell(nnx.Module):
         self.reset_after = reset_after
         self.dtype = dtype
         self.param_dtype = param_dtype
+        self.gradient = gradient
         h3 = 3 * hidden_channels
         self.input_kernel = nnx.Param(
             kernel_init(rngs.params(), (*self.kernel_size, in_channels, h3), param_dtype)
@@ -185,6 +195,11 @@ class ConvGRUCell(nnx.Module):
             None if self.recurrent_bias is None else self.recurrent_bias[...],
         )
 
+    def step_weights(self):
+        """The weights prepared once for a run of steps (:func:`conv_gru_step`,
+        :func:`project_frames`): per gate, or fused for ``gradient="im2col"``."""
+        return step_weights(self.weights(), self.compute_dtype, self.gradient)
+
     def initialize_carry(self, input_shape: tuple[int, ...], rngs: nnx.Rngs | None = None):
         """Zero state ``f32[*batch, height, width, hidden_channels]`` for frames of shape
         ``(*batch, height, width, in_channels)``."""
@@ -201,9 +216,10 @@ class ConvGRUCell(nnx.Module):
                 f"got shape {shape}"
             )
         validation.check_carry(carry, (*shape[:-1], self.hidden_channels), name="carry")
-        sw = prepare_conv_step_weights(self.weights(), self.compute_dtype)
-        x_pre = project_frames(inputs, sw)
-        h_new, n, res = conv_gru_step(carry.astype(jnp.float32), x_pre, sw, self.reset_after)
+        sw = self.step_weights()
+        conv = step_conv(self.gradient)
+        x_pre = project_frames(inputs, sw, conv)
+        h_new, n, res = conv_gru_step(carry.astype(jnp.float32), x_pre, sw, self.reset_after, conv)
         return h_new, GRUGates(res.reset, res.update, n)
 
     def __call__(self, carry: Array, inputs: Array) -> tuple[Array, Array]:
@@ -233,8 +249,8 @@ class ConvGRU(nnx.Module):
     see the module docstring): ``unroll`` (scan unroll; True: the whole sequence; None:
     the whole sequence when it has at most 20 steps, else 1), ``hoist_inputs`` (one input
     convolution over all ``batch * time`` frames before the scan instead of one per
-    step), ``gradient`` (``"auto"``, ``"stepwise"``, ``"deferred"``, ``"xla"``; see
-    :mod:`gru_jax.ops.conv_gru`).
+    step), ``gradient`` (``"auto"``, ``"stepwise"``, ``"deferred"``, ``"xla"``,
+    ``"im2col"``; see :mod:`gru_jax.ops.conv_gru`).
 
     Example::
 
@@ -269,8 +285,6 @@ class ConvGRU(nnx.Module):
         gradient: str = "auto",
         rngs: nnx.Rngs,
     ):
-        if gradient not in GRADIENT_MODES:
-            raise ValueError(f"gradient must be one of {GRADIENT_MODES}; got {gradient!r}")
         self.cell = ConvGRUCell(
             in_channels,
             hidden_channels,
@@ -282,6 +296,7 @@ class ConvGRU(nnx.Module):
             kernel_init=kernel_init,
             recurrent_kernel_init=recurrent_kernel_init,
             bias_init=bias_init,
+            gradient=gradient,
             rngs=rngs,
         )
         self.in_channels = in_channels

@@ -50,10 +50,11 @@ def test_conv2d_vjp_matches_autodiff(kernel_shape):
 
 ROLLED_STEPWISE = dict(gradient="stepwise", unroll=1)
 ROLLED_DEFERRED = dict(gradient="deferred", unroll=1)
+ROLLED_IM2COL = dict(gradient="im2col", unroll=1)
 
 # (reset_after, reverse, seq_lengths, input kernel, recurrent kernel, variants)
 CASES = [
-    (True, True, [4, 2, 0], (3, 3), (3, 3), [ROLLED_STEPWISE, ROLLED_DEFERRED]),
+    (True, True, [4, 2, 0], (3, 3), (3, 3), [ROLLED_STEPWISE, ROLLED_DEFERRED, ROLLED_IM2COL]),
     (
         False,
         False,
@@ -64,9 +65,10 @@ CASES = [
             dict(gradient="xla", unroll=1),
             dict(gradient="deferred", unroll=2),
             dict(gradient="stepwise", unroll=1, hoist_inputs=True),
+            dict(gradient="im2col", unroll=2, hoist_inputs=True),
         ],
     ),
-    (False, True, None, (3, 3), (3, 3), [ROLLED_STEPWISE, ROLLED_DEFERRED]),
+    (False, True, None, (3, 3), (3, 3), [ROLLED_STEPWISE, ROLLED_DEFERRED, ROLLED_IM2COL]),
 ]
 
 

@@ -119,6 +119,29 @@ def test_conv_same_reference_matches_lax():
         np.testing.assert_allclose(conv_same(x, kernel), expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("shape", [(3, 3, 3, 2), (2, 4, 3, 5), (1, 1, 3, 4), (5, 1, 3, 2)])
+def test_im2col_convolution_matches_the_loop_reference(shape):
+    """conv2d_im2col (patches + one GEMM) is the same SAME convolution, odd and even
+    windows, and its autodiff gradient matches stock convolution's."""
+    from gru_jax.ops.conv_same import conv2d_im2col, conv2d_xla, patches
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(2, 4, 5, 3))
+    kernel = rng.normal(size=shape)
+    got = conv2d_im2col(jnp.asarray(x, jnp.float32), jnp.asarray(kernel, jnp.float32))
+    np.testing.assert_allclose(got, conv_same(x, kernel), rtol=1e-5, atol=1e-5)
+    assert patches(jnp.zeros((2, 4, 5, 3)), shape[:2]).shape == (2, 4, 5, shape[0] * shape[1] * 3)
+    probe = jnp.asarray(rng.normal(size=(2, 4, 5, shape[-1])), jnp.float32)
+    grads = [
+        jax.grad(lambda a, k: jnp.sum(conv(a, k) * probe), argnums=(0, 1))(
+            jnp.asarray(x, jnp.float32), jnp.asarray(kernel, jnp.float32)
+        )
+        for conv in (conv2d_im2col, conv2d_xla)
+    ]
+    for got_grad, want_grad in zip(*grads):
+        np.testing.assert_allclose(got_grad, want_grad, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("reset_after", [True, False])
 @pytest.mark.parametrize("reverse", [False, True])
 def test_matches_numpy_reference(reset_after, reverse):
@@ -159,6 +182,8 @@ def test_matches_numpy_reference(reset_after, reverse):
         dict(gradient="stepwise", unroll=1, hoist_inputs=True),
         dict(gradient="deferred", unroll=2),
         dict(gradient="xla", unroll=1),
+        dict(gradient="im2col", unroll=1),
+        dict(gradient="im2col", unroll=2, hoist_inputs=True),
     ]:
         carry_fast, y_fast = conv_gru_scan(
             layer.cell.weights(),
@@ -204,15 +229,27 @@ def test_one_by_one_kernels_match_gru(reset_after):
         )
 
 
-def test_cell_step_matches_layer():
-    layer = randomize(gru_jax.ConvGRU(CHANNELS, HIDDEN, rngs=nnx.Rngs(0)), seed=5)
-    x = jnp.asarray(np.random.default_rng(6).normal(size=(2, 3, 4, 4, CHANNELS)), jnp.float32)
+@pytest.mark.parametrize("reset_after", [True, False])
+@pytest.mark.parametrize("gradient", ["auto", "im2col", "xla"])
+def test_cell_step_matches_layer_and_reference(gradient, reset_after):
+    layer = randomize(
+        gru_jax.ConvGRU(
+            CHANNELS, HIDDEN, kernel_size=(3, 3), recurrent_kernel_size=(1, 3),
+            reset_after=reset_after, gradient=gradient, rngs=nnx.Rngs(0),
+        ),
+        seed=5,
+    )  # fmt: skip
+    assert layer.cell.gradient == gradient
+    x = np.random.default_rng(6).normal(size=(2, 3, 4, 4, CHANNELS))
     carry = layer.cell.initialize_carry(x[:, 0].shape)
     outputs = []
     for t in range(3):
-        carry, y = layer.cell(carry, x[:, t])
+        carry, y = layer.cell(carry, jnp.asarray(x[:, t], jnp.float32))
         outputs.append(y)
-    np.testing.assert_allclose(jnp.stack(outputs, 1), layer(x), rtol=1e-5, atol=1e-6)
+    h0 = np.zeros((2, 4, 4, HIDDEN))
+    _, want, _ = conv_gru(x, h0, cell_weights(layer.cell), reset_after, None, False)
+    np.testing.assert_allclose(jnp.stack(outputs, 1), want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(jnp.stack(outputs, 1), layer(jnp.asarray(x)), rtol=1e-5, atol=1e-6)
     assert layer.initialize_carry(2, (4, 4)).shape == (2, 4, 4, HIDDEN)
 
 

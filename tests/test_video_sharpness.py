@@ -222,3 +222,37 @@ def test_flow_with_a_shut_mask_is_the_drawn_frame_and_options_are_checked():
         )  # fmt: skip
     with pytest.raises(ValueError, match="teacher_future needs"):
         model(context, 2, teacher_future=jnp.zeros((1, 2, 16, 16, 1)))
+
+
+@pytest.mark.parametrize("source", ["previous", "flow"])
+def test_im2col_convolutions_give_the_same_predictor(source):
+    """``convgru_gradient='im2col'`` (patch GEMMs, the three gates fused) and the fused
+    heads are the same model as the per-gate convolutions: outputs and gradients."""
+    rng = np.random.default_rng(8)
+    context = jnp.asarray(rng.uniform(size=(2, 3, 16, 16, 1)), jnp.float32)
+    future = jnp.asarray(rng.uniform(size=(2, 2, 16, 16, 1)), jnp.float32)
+    results = []
+    for mode in ("stepwise", "im2col"):
+        model = VideoPredictor(
+            1, patch_size=4, hidden_channels=(4, 5), input_kernel_size=1, head_kernel_size=3,
+            output="advection", advection_source=source, forecaster_input="prediction",
+            motion_input="matching", matching_radius=2, motion_channels=3,
+            convgru_gradient=mode, rngs=nnx.Rngs(0),
+        )  # fmt: skip
+        assert all(c.gradient == mode for c in model.forecaster)
+        assert all(layer.gradient == mode for layer in model.encoder)
+        graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+        def loss(params):
+            logits = nnx.merge(graphdef, params, rest)(context, 2)
+            return jnp.mean((jax.nn.sigmoid(logits) - future) ** 2), logits
+
+        (value, logits), grads = jax.value_and_grad(loss, has_aux=True)(params)
+        results.append((logits, grads))
+    (logits_a, grads_a), (logits_b, grads_b) = results
+    np.testing.assert_allclose(logits_b, logits_a, rtol=1e-4, atol=1e-4)
+    for got, want in zip(jax.tree.leaves(grads_b), jax.tree.leaves(grads_a), strict=True):
+        scale = max(float(jnp.abs(want).max()), 1e-8)
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-4 * scale)
+    with pytest.raises(ValueError, match="gradient must be one of"):
+        VideoPredictor(1, convgru_gradient="fast", rngs=nnx.Rngs(0))

@@ -229,6 +229,7 @@ class VideoPredictionTask(Task):
             matching_radius=cfg.matching_radius,
             motion_channels=cfg.motion_channels,
             dtype=jnp.dtype(cfg.dtype),
+            convgru_gradient=cfg.convgru_gradient,
             rngs=rngs,
         )
 

@@ -50,6 +50,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from gru_jax.convgru import ConvGRU, ConvGRUCell, check_frames
@@ -73,7 +74,8 @@ from gru_jax.models.video_ops import (
     unit_clip,
 )
 from gru_jax.models.video_options import check_options
-from gru_jax.ops.conv_gru import conv_gru_step, prepare_conv_step_weights, project_frames
+from gru_jax.ops.conv_gru import conv_gru_step, input_biases, project_frames, step_conv
+from gru_jax.ops.conv_same import conv2d_im2col
 
 Array = jax.Array
 ADVECTION_EPS = INTENSITY_EPS  # predicted intensities are squeezed into [eps, 1 - eps]
@@ -165,6 +167,10 @@ class VideoPredictor(nnx.Module):
         (``motion_input='matching'`` and ``advection_prior='matching'``).
       motion_channels: channels of the projected matching distribution.
       dtype: convolution operand dtype (None: float32); states stay float32.
+      convgru_gradient: how the ConvGRU layers' convolutions are written and
+        differentiated (:mod:`gru_jax.ops.conv_gru`: ``"auto"``, ``"stepwise"``,
+        ``"xla"``, ``"im2col"``, or ``"deferred"`` for the encoder); the same function
+        for all, at different speeds.
       rngs: ``nnx.Rngs`` with a ``params`` stream.
     """
 
@@ -191,6 +197,7 @@ class VideoPredictor(nnx.Module):
         matching_radius: int = 4,
         motion_channels: int = 16,
         dtype: Any = None,
+        convgru_gradient: str = "auto",
         rngs: nnx.Rngs,
     ):
         cell = check_options(
@@ -238,7 +245,15 @@ class VideoPredictor(nnx.Module):
         input_window = kernel_size if input_kernel_size is None else input_kernel_size
         self.encoder = nnx.List(
             [
-                ConvGRU(i, h, input_window, kernel_size, dtype=dtype, rngs=rngs)
+                ConvGRU(
+                    i,
+                    h,
+                    input_window,
+                    kernel_size,
+                    dtype=dtype,
+                    gradient=convgru_gradient,
+                    rngs=rngs,
+                )  # fmt: skip
                 for i, h in zip(encoder_inputs, hidden_channels)
             ]
         )
@@ -246,7 +261,15 @@ class VideoPredictor(nnx.Module):
             []
             if self.shared
             else [
-                ConvGRUCell(i, h, input_window, kernel_size, dtype=dtype, rngs=rngs)
+                ConvGRUCell(
+                    i,
+                    h,
+                    input_window,
+                    kernel_size,
+                    dtype=dtype,
+                    gradient=convgru_gradient,
+                    rngs=rngs,
+                )  # fmt: skip
                 for i, h in zip(inputs, hidden_channels)
             ]
         )
@@ -348,12 +371,14 @@ class VideoPredictor(nnx.Module):
     def _continue(self, states: list[Array], num_future: int) -> Array:
         """``forecaster='shared'``: the encoder's cells run on, fed their own predictions."""
         cells = [layer.cell for layer in self.encoder]
-        weights = [prepare_conv_step_weights(c.weights(), c.compute_dtype) for c in cells]
+        weights = [c.step_weights() for c in cells]
         logits = [self._logits(jnp.concatenate(states, axis=-1))]
         for _ in range(num_future - 1):
             x = jax.nn.sigmoid(logits[-1])
             for index, (cell, sw) in enumerate(zip(cells, weights)):
-                x, _, _ = conv_gru_step(states[index], project_frames(x, sw), sw, cell.reset_after)
+                conv = step_conv(cell.gradient)
+                x_pre = project_frames(x, sw, conv)
+                x, _, _ = conv_gru_step(states[index], x_pre, sw, cell.reset_after, conv)
                 states[index] = x
             logits.append(self._logits(jnp.concatenate(states, axis=-1)))
         return depth_to_space(jnp.stack(logits, axis=1), self.patch_size)
@@ -362,7 +387,7 @@ class VideoPredictor(nnx.Module):
         """``forecaster='separate'``: the forecaster cells, started from the encoder's states
         (with ``teacher_future``, also the one-step logits: see ``__call__``)."""
         cells = list(self.forecaster)
-        weights = [prepare_conv_step_weights(c.weights(), c.compute_dtype) for c in cells]
+        weights = [c.step_weights() for c in cells]
         last_frame = context_frame = context[:, -1].astype(jnp.float32)
         before_last = context[:, -2 if context.shape[1] > 1 else -1].astype(jnp.float32)
         previous = space_to_depth(last_frame, self.patch_size)
@@ -381,13 +406,16 @@ class VideoPredictor(nnx.Module):
                 if index == 0 and self.forecaster_input == "zeros":
                     # W * 0 + b = b: skip the input convolution of an all-zero input.
                     shape = (*x.shape[:-1], cell.hidden_channels)
-                    x_pre = tuple(jnp.broadcast_to(b, shape) for b in sw.input_biases)
+                    x_pre = tuple(jnp.broadcast_to(b, shape) for b in input_biases(sw))
                 else:
-                    x_pre = project_frames(x, sw)
-                x, _, _ = conv_gru_step(states[index], x_pre, sw, cell.reset_after)
+                    x_pre = project_frames(x, sw, step_conv(cell.gradient))
+                x, _, _ = conv_gru_step(
+                    states[index], x_pre, sw, cell.reset_after, step_conv(cell.gradient)
+                )
                 states[index] = x
-            step_states = jnp.concatenate(states, axis=-1)
-            step_logits = self._logits(step_states)
+            step_logits, kernel_logits, mask_logits = self._head_outputs(
+                jnp.concatenate(states, axis=-1)
+            )
             if self.advection:
                 source = last_frame if self.advection_source == "previous" else context_frame
                 prior = (
@@ -399,7 +427,9 @@ class VideoPredictor(nnx.Module):
                 # In [0, 1] up to rounding, which TF32 / bfloat16 products make large enough
                 # to leave it (a NaN log-odds on GPU otherwise): clipped, identity gradient.
                 sources = [source] if teacher is None or step == 0 else [source, teacher[step - 1]]
-                moved, flow = self._advect(step_states, step_logits, sources, prior, flow)
+                moved, flow = self._advect(
+                    kernel_logits, mask_logits, step_logits, sources, prior, flow
+                )
                 moved = [unit_clip(f) for f in moved]
                 last_frame = moved[0]
                 if len(moved) > 1:  # the same kernels and mask applied to the true frame
@@ -417,24 +447,45 @@ class VideoPredictor(nnx.Module):
             return future, jnp.zeros((future.shape[0], 0, *future.shape[2:]), future.dtype)
         return future, depth_to_space(jnp.stack(one_step, axis=1), self.patch_size)
 
+    def _head_outputs(self, states: Array) -> tuple[Array, Array | None, Array | None]:
+        """``(drawn logits, kernel logits, mask logits)`` from the concatenated states
+        f32[B, h, w, sum(hidden)] (the last two None without advection). With advection
+        the three convolutions that read the states (the drawing head, or its hidden
+        layer, and the kernel and mask heads) run as one GEMM over the states' patches:
+        the same convolutions as calling each module, one GEMM instead of three."""
+        if not self.advection:
+            return self._logits(states), None, None
+        convs = (self.head_hidden or self.head, self.kernel_head, self.mask_head)
+        dtype = jnp.dtype(self.head.dtype or self.head.kernel.dtype)
+        kernel = jnp.concatenate([c.kernel[...] for c in convs], axis=-1).astype(dtype)
+        bias = jnp.concatenate([c.bias[...] for c in convs]).astype(jnp.float32)
+        out = conv2d_im2col(states, kernel) + bias
+        first, kernel_logits, mask_logits = jnp.split(
+            out, np.cumsum([c.out_features for c in convs])[:-1].tolist(), axis=-1
+        )
+        if self.head_hidden is not None:
+            first = self.head(jax.nn.gelu(first.astype(dtype))).astype(jnp.float32)
+        return first, kernel_logits, mask_logits
+
     def _advect(
         self,
-        states: Array,
+        kernel_logits: Array,
+        mask_logits: Array,
         drawn_logits: Array,
         frames: list[Array],
         prior: tuple | None,
         flow: Array,
     ) -> tuple[list[Array], Array]:
         """Predicted frames f32[B, H, W, C] in [0, 1], one per source in ``frames``: each
-        moved by the states' kernels (per cell, their logits plus ``prior``'s if given; or
-        the shared motions) and mixed per pixel with the drawn frame
+        moved by the kernels of ``kernel_logits`` (the kernel head's output; per cell, plus
+        ``prior``'s logits if given; or the shared motions) and mixed per pixel, by
+        ``mask_logits`` (the mask head's), with the drawn frame
         ``sigmoid(drawn_logits)`` (:mod:`gru_jax.models.advection`). Also returns the
         offsets back to the context frame, ``flow f32[B, H, W, 2]``: with
         ``advection_source='flow'``, this step's kernel offsets composed with ``flow``
         (then the frames are warped by them); otherwise ``flow`` unchanged."""
         p = self.patch_size
-        logits = self.kernel_head(states).astype(jnp.float32)
-        mask_logits = self.mask_head(states).astype(jnp.float32)
+        logits = kernel_logits
         drawn = jax.nn.sigmoid(depth_to_space(drawn_logits, p))
         if self.motions:
             kernels, _ = motion_kernels(logits, self.motions)

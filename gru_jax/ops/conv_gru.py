@@ -34,7 +34,14 @@ why autodiff of stock convolutions is pathological in a rolled scan on XLA CPU, 
   gradient after it (:mod:`gru_jax.ops.conv_gru_vjp`). Exact, but not faster here: once
   the layout is right, a per-step kernel gradient runs at full convolution speed;
 * ``"xla"``: autodiff of the scan over stock ``lax.conv_general_dilated`` (the
-  baseline: fine with ``unroll=True``, about 40x slower rolled).
+  baseline: fine with ``unroll=True``, about 40x slower rolled);
+* ``"im2col"``: autodiff of the scan with every convolution written as one GEMM over the
+  frame's patches (:func:`gru_jax.ops.conv_same.conv2d_im2col`), the three gates fused
+  into one GEMM for the input and one for the state
+  (:class:`~gru_jax.ops.conv_gru_math.FusedConvStepWeights`). Matmuls have no layout
+  pathology, rolled or not; the price is the patch copies (``kh·kw`` times the input),
+  which small grids with many channels (the video predictor's 8×8×64 states) hardly
+  notice and large grids with few channels do.
 
 Defaults chosen by measurement (2-core CPU): the inputs are convolved inside each step
 (``hoist_inputs=False``: one convolution over all ``time * batch`` frames measured
@@ -55,18 +62,21 @@ import jax.numpy as jnp
 from gru_jax.ops.conv_gru_math import (
     ConvGRUWeights,
     ConvStepWeights,
+    FusedConvStepWeights,
     ScanConfig,
     conv_gru_step,
     forward_scan,
+    input_biases,
     lengths_to_mask,
     prepare_conv_step_weights,
+    prepare_fused_conv_step_weights,
     project_frames,
 )
 from gru_jax.ops.conv_gru_vjp import deferred_conv_gru
 from gru_jax.ops.conv_same import conv2d, conv2d_xla
 
 Array = jax.Array
-GRADIENT_MODES = ("auto", "stepwise", "deferred", "xla")
+GRADIENT_MODES = ("auto", "stepwise", "deferred", "xla", "im2col")
 # unroll=None unrolls sequences of at most this many steps (see the module docstring).
 AUTO_UNROLL_MAX_STEPS = 20
 
@@ -75,15 +85,20 @@ __all__ = [
     "GRADIENT_MODES",
     "ConvGRUWeights",
     "ConvStepWeights",
+    "FusedConvStepWeights",
     "ScanConfig",
     "conv_gru_scan",
     "conv_gru_step",
     "forward_scan",
+    "input_biases",
     "lengths_to_mask",
     "prepare_conv_step_weights",
+    "prepare_fused_conv_step_weights",
     "project_frames",
     "resolve_gradient",
     "resolve_unroll",
+    "step_conv",
+    "step_weights",
 ]
 
 
@@ -92,6 +107,22 @@ def resolve_gradient(gradient: str) -> str:
     if gradient not in GRADIENT_MODES:
         raise ValueError(f"gradient must be one of {GRADIENT_MODES}; got {gradient!r}")
     return "stepwise" if gradient == "auto" else gradient
+
+
+def step_weights(
+    weights: ConvGRUWeights, compute_dtype, gradient: str = "auto"
+) -> ConvStepWeights | FusedConvStepWeights:
+    """The weights as :func:`conv_gru_step` and :func:`project_frames` take them for
+    ``gradient``: fused over the gates for ``"im2col"``, per gate otherwise."""
+    if resolve_gradient(gradient) == "im2col":
+        return prepare_fused_conv_step_weights(weights, jnp.dtype(compute_dtype))
+    return prepare_conv_step_weights(weights, jnp.dtype(compute_dtype))
+
+
+def step_conv(gradient: str = "auto"):
+    """The convolution a step of ``gradient`` mode runs (stock for ``"xla"``, else the
+    loop-safe one; ``"im2col"`` steps ignore it)."""
+    return conv2d_xla if resolve_gradient(gradient) == "xla" else conv2d
 
 
 def resolve_unroll(unroll: int | bool | None, steps: int) -> int:
@@ -136,8 +167,8 @@ def conv_gru_scan(
       hoist_inputs: convolve all frames' inputs at once (one convolution over
         ``[time * batch, H, W, C_in]``) before the scan, instead of inside each step
         (the ``"deferred"`` gradient always does).
-      gradient: ``"stepwise"``, ``"deferred"``, ``"xla"`` or ``"auto"`` (see the module
-        docstring). The forward result is the same for all.
+      gradient: ``"stepwise"``, ``"deferred"``, ``"xla"``, ``"im2col"`` or ``"auto"``
+        (see the module docstring). The forward result is the same for all.
       return_gates: also return the per-step (r, z, n), each f32[batch, time, H, W,
         C_hidden] (zero at padded steps); uses the stepwise gradient.
 
@@ -170,8 +201,8 @@ def conv_gru_scan(
     if mode == "deferred":
         carry, ys = deferred_conv_gru(weights, inputs, initial_carry, mask, cfg)
         return carry, to_layout(ys)
-    sw = prepare_conv_step_weights(weights, jnp.dtype(cfg.compute_dtype))
-    conv = conv2d_xla if mode == "xla" else conv2d
+    sw = step_weights(weights, cfg.compute_dtype, mode)
+    conv = step_conv(mode)
     carry, out = forward_scan(
         sw, inputs, initial_carry, mask, cfg, collect_gates=return_gates, conv=conv
     )

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from gru_jax.ops.conv_same import conv2d, conv2d_frames
+from gru_jax.ops.conv_same import conv2d, conv2d_frames, conv2d_im2col
 from gru_jax.ops.gru_math import StepResiduals, split_gates
 
 Array = jax.Array
@@ -59,12 +59,51 @@ def prepare_conv_step_weights(weights: ConvGRUWeights, compute_dtype) -> ConvSte
     return ConvStepWeights(input_kernels, recurrent_kernels, (b_ir + b_hr, b_iz + b_hz, b_in), b_hn)
 
 
-def project_frames(x: Array, sw: ConvStepWeights, conv=conv2d) -> Gates3:
+class FusedConvStepWeights(NamedTuple):
+    """:class:`ConvGRUWeights` prepared for the ``"im2col"`` step: one GEMM over the
+    input's patches for all three gates, one over the state's for the gates that read
+    ``h`` (all three with reset_after; r and z otherwise, the candidate's kernel then
+    reads ``r ⊙ h``). Kernels stay HWIO (their windows are their shapes), gates side by
+    side in the last axis; the biases as in :class:`ConvStepWeights`.
+    """
+
+    input_kernel: Array  # [kh, kw, C_in, 3 C] in the compute dtype
+    recurrent_kernel: Array  # [kh', kw', C, 3 C] (reset_after) or [kh', kw', C, 2 C] (r, z)
+    candidate_kernel: Array | None  # [kh', kw', C, C] (reset_before: W_hn on r ⊙ h) or None
+    input_bias: Array  # f32[3 C]: b_ir + b_hr, b_iz + b_hz, b_in
+    candidate_bias: Array | None  # b_hn f32[C] (reset_after) or None
+
+
+def prepare_fused_conv_step_weights(weights: ConvGRUWeights, compute_dtype) -> FusedConvStepWeights:
+    hidden = weights.recurrent_kernel.shape[-1] // 3
+    input_kernel = weights.input_kernel.astype(compute_dtype)
+    recurrent = weights.recurrent_kernel.astype(compute_dtype)
+    bias = weights.input_bias.astype(jnp.float32)
+    if weights.recurrent_bias is None:
+        return FusedConvStepWeights(
+            input_kernel, recurrent[..., : 2 * hidden], recurrent[..., 2 * hidden :], bias, None
+        )
+    recurrent_bias = weights.recurrent_bias.astype(jnp.float32)
+    folded = bias + jnp.concatenate([recurrent_bias[: 2 * hidden], jnp.zeros(hidden)])
+    return FusedConvStepWeights(input_kernel, recurrent, None, folded, recurrent_bias[2 * hidden :])
+
+
+def input_biases(sw: ConvStepWeights | FusedConvStepWeights) -> Gates3:
+    """The (r, z, n) input biases: the pre-activations of an all-zero input."""
+    if isinstance(sw, FusedConvStepWeights):
+        return split_gates(sw.input_bias)
+    return sw.input_biases
+
+
+def project_frames(x: Array, sw: ConvStepWeights | FusedConvStepWeights, conv=conv2d) -> Gates3:
     """Input pre-activations ``W_ig * x + b_ig`` for the three gates.
 
     x: [..., H, W, C_in] (any leading axes: all frames go through one convolution);
-    returns 3 x f32[..., H, W, C_hidden].
+    returns 3 x f32[..., H, W, C_hidden]. With :class:`FusedConvStepWeights`, one patch
+    GEMM for the three gates (``conv`` is then unused).
     """
+    if isinstance(sw, FusedConvStepWeights):
+        return split_gates(conv2d_frames(x, sw.input_kernel, conv2d_im2col) + sw.input_bias)
     return tuple(conv2d_frames(x, k, conv) + b for k, b in zip(sw.input_kernels, sw.input_biases))
 
 
@@ -77,6 +116,8 @@ def conv_gru_step(
     ``(h_new, candidate n, residuals)`` where residuals hold (r, z, aux) with aux =
     ``W_hn * h + b_hn`` (reset_after) or ``n`` (reset_before).
     """
+    if isinstance(sw, FusedConvStepWeights):
+        return _fused_step(h, x_pre, sw, reset_after)
     w_r, w_z, w_n = sw.recurrent_kernels
     x_r, x_z, x_n = x_pre
     r = jax.nn.sigmoid(x_r + conv(h, w_r))
@@ -87,6 +128,24 @@ def conv_gru_step(
         aux = hn
     else:
         n = jnp.tanh(x_n + conv(r * h, w_n))
+        aux = n
+    h_new = n + z * (h - n)
+    return h_new, n, StepResiduals(r, z, aux)
+
+
+def _fused_step(h: Array, x_pre: Gates3, sw: FusedConvStepWeights, reset_after: bool):
+    """:func:`conv_gru_step` with the state's gate convolutions as one patch GEMM."""
+    x_r, x_z, x_n = x_pre
+    hidden = h.shape[-1]
+    state = conv2d_im2col(h, sw.recurrent_kernel)  # [..., 3C] or [..., 2C]
+    r = jax.nn.sigmoid(x_r + state[..., :hidden])
+    z = jax.nn.sigmoid(x_z + state[..., hidden : 2 * hidden])
+    if reset_after:
+        hn = state[..., 2 * hidden :] + sw.candidate_bias
+        n = jnp.tanh(x_n + r * hn)
+        aux = hn
+    else:
+        n = jnp.tanh(x_n + conv2d_im2col(r * h, sw.candidate_kernel))
         aux = n
     h_new = n + z * (h - n)
     return h_new, n, StepResiduals(r, z, aux)

@@ -127,6 +127,35 @@ def conv2d_kernel_grad(
     return total
 
 
+def patches(x: Array, kernel_size: tuple[int, int]) -> Array:
+    """im2col: the ``SAME``-padded ``kh × kw`` neighbourhood of every pixel, stacked on the
+    channel axis: ``[N, H, W, C] -> [N, H, W, kh·kw·C]``, index ``(dy, dx, c)`` (the row
+    order of ``kernel.reshape(kh·kw·C, C_out)`` for an HWIO kernel). 1×1: ``x`` itself."""
+    kh, kw = kernel_size
+    if (kh, kw) == (1, 1):
+        return x
+    (top, bottom), (left, right) = same_padding(kernel_size)
+    padded = jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+    height, width = x.shape[1:3]
+    shifted = [padded[:, dy : dy + height, dx : dx + width] for dy in range(kh) for dx in range(kw)]
+    return jnp.concatenate(shifted, axis=-1)
+
+
+def conv2d_im2col(x: Array, kernel: Array) -> Array:
+    """The stride-1 ``SAME`` convolution as one GEMM over :func:`patches`: x [N, H, W,
+    C_in], kernel [kh, kw, C_in, C_out] (its dtype is the operand dtype) -> f32[N, H, W,
+    C_out]. Autodiff gives GEMMs and pads/slices for the backward, which XLA CPU runs at
+    GEMM speed inside rolled loops as well (no convolution layout question)."""
+    kh, kw, c_in, c_out = kernel.shape
+    cols = patches(x.astype(kernel.dtype), (kh, kw))
+    return lax.dot_general(
+        cols,
+        kernel.reshape(kh * kw * c_in, c_out),
+        (((cols.ndim - 1,), (0,)), ((), ())),
+        preferred_element_type=jnp.float32,
+    )
+
+
 @jax.custom_vjp
 def conv2d(x: Array, kernel: Array) -> Array:
     """Stride-1 ``SAME`` convolution with a loop-safe backward (see the module docstring).
@@ -165,8 +194,10 @@ __all__ = [
     "conv2d",
     "conv2d_frames",
     "conv2d_input_grad",
+    "conv2d_im2col",
     "conv2d_kernel_grad",
     "conv2d_xla",
     "flip_kernel",
+    "patches",
     "same_padding",
 ]
