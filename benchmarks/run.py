@@ -315,12 +315,19 @@ def main() -> None:
             "date": time.strftime("%Y-%m-%d"),
             "roofline": roofline,
             "gemm_peak": peak,
+            "case_rooflines": case_rooflines,
             "rows": rows,
         }
         output.write_text(json.dumps(record, indent=1))
 
-    rows = []
+    rows, case_rooflines = [], {}
     for name in args.cases.split(","):
+        shape = SHAPES[name]
+        # This case's own recurrent GEMM ([B, H] @ [H, 3H] + tanh) in a bare loop: what one
+        # step's main product runs at when nothing else happens in the step.
+        case_rooflines[name] = step_gemm_roofline(
+            shape["batch"], shape["hidden"], steps=min(shape["steps"], 200)
+        )
         for mode in args.modes.split(","):
             for loss in args.losses.split(",") if mode == "train" else ["all"]:
                 case = Case(name=name, mode=mode, loss=loss, **SHAPES[name])

@@ -93,8 +93,10 @@ def test_report_says_what_rate_the_speed_goal_would_need():
     ]
     data = dict(device="cpu", jax_version="0", date="d", rows=rows,
                 roofline={"gflops": 100.0, "per_step_us": 1.0},
-                gemm_peak={"gflops": 150.0, "size": 2048})  # fmt: skip
+                gemm_peak={"gflops": 150.0, "size": 2048},
+                case_rooflines={"wide": {"gflops": 140.0, "per_step_us": 1.0}})  # fmt: skip
     table = markdown(data)
+    assert "its recurrent GEMM alone runs at 140 in a bare loop" in table
     needed = gflop / (0.110 / 1.3)  # the FLOPs in the fastest peer's time over 1.3
     assert f"needs {needed:.0f} GFLOP/s of matmul = {needed / 150:.0%} of the large-GEMM" in table
     assert "Large-GEMM peak: 150 GFLOP/s" in table

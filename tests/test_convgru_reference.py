@@ -133,7 +133,7 @@ def test_im2col_convolution_matches_the_loop_reference(shape):
     assert patches(jnp.zeros((2, 4, 5, 3)), shape[:2]).shape == (2, 4, 5, shape[0] * shape[1] * 3)
     probe = jnp.asarray(rng.normal(size=(2, 4, 5, shape[-1])), jnp.float32)
     grads = [
-        jax.grad(lambda a, k: jnp.sum(conv(a, k) * probe), argnums=(0, 1))(
+        jax.grad(lambda a, k, conv=conv: jnp.sum(conv(a, k) * probe), argnums=(0, 1))(
             jnp.asarray(x, jnp.float32), jnp.asarray(kernel, jnp.float32)
         )
         for conv in (conv2d_im2col, conv2d_xla)

@@ -243,7 +243,7 @@ def test_im2col_convolutions_give_the_same_predictor(source):
         assert all(layer.gradient == mode for layer in model.encoder)
         graphdef, params, rest = nnx.split(model, nnx.Param, ...)
 
-        def loss(params):
+        def loss(params, graphdef=graphdef, rest=rest):
             logits = nnx.merge(graphdef, params, rest)(context, 2)
             return jnp.mean((jax.nn.sigmoid(logits) - future) ** 2), logits
 
