@@ -253,7 +253,7 @@ class VideoPredictor(nnx.Module):
                     dtype=dtype,
                     gradient=convgru_gradient,
                     rngs=rngs,
-                )  # fmt: skip
+                )
                 for i, h in zip(encoder_inputs, hidden_channels)
             ]
         )
@@ -269,7 +269,7 @@ class VideoPredictor(nnx.Module):
                     dtype=dtype,
                     gradient=convgru_gradient,
                     rngs=rngs,
-                )  # fmt: skip
+                )
                 for i, h in zip(inputs, hidden_channels)
             ]
         )
@@ -388,6 +388,7 @@ class VideoPredictor(nnx.Module):
         (with ``teacher_future``, also the one-step logits: see ``__call__``)."""
         cells = list(self.forecaster)
         weights = [c.step_weights() for c in cells]
+        convs = [step_conv(c.gradient) for c in cells]
         last_frame = context_frame = context[:, -1].astype(jnp.float32)
         before_last = context[:, -2 if context.shape[1] > 1 else -1].astype(jnp.float32)
         previous = space_to_depth(last_frame, self.patch_size)
@@ -402,16 +403,14 @@ class VideoPredictor(nnx.Module):
             if self.forecaster_motion:  # the motion of the last two frames, as observed
                 pair = jax.lax.stop_gradient(jnp.stack([before_last, last_frame], axis=1))
                 x = jnp.concatenate([x, self._motion(pair)[:, 1]], axis=-1)
-            for index, (cell, sw) in enumerate(zip(cells, weights)):
+            for index, (cell, sw, conv) in enumerate(zip(cells, weights, convs)):
                 if index == 0 and self.forecaster_input == "zeros":
                     # W * 0 + b = b: skip the input convolution of an all-zero input.
                     shape = (*x.shape[:-1], cell.hidden_channels)
                     x_pre = tuple(jnp.broadcast_to(b, shape) for b in input_biases(sw))
                 else:
-                    x_pre = project_frames(x, sw, step_conv(cell.gradient))
-                x, _, _ = conv_gru_step(
-                    states[index], x_pre, sw, cell.reset_after, step_conv(cell.gradient)
-                )
+                    x_pre = project_frames(x, sw, conv)
+                x, _, _ = conv_gru_step(states[index], x_pre, sw, cell.reset_after, conv)
                 states[index] = x
             step_logits, kernel_logits, mask_logits = self._head_outputs(
                 jnp.concatenate(states, axis=-1)
