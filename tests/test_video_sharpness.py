@@ -224,8 +224,7 @@ def test_flow_with_a_shut_mask_is_the_drawn_frame_and_options_are_checked():
         model(context, 2, teacher_future=jnp.zeros((1, 2, 16, 16, 1)))
 
 
-@pytest.mark.parametrize("source", ["previous", "flow"])
-def test_im2col_convolutions_give_the_same_predictor(source):
+def test_im2col_convolutions_give_the_same_predictor():
     """``convgru_gradient='im2col'`` (patch GEMMs, the three gates fused) and the fused
     heads are the same model as the per-gate convolutions: outputs and gradients."""
     rng = np.random.default_rng(8)
@@ -235,7 +234,7 @@ def test_im2col_convolutions_give_the_same_predictor(source):
     for mode in ("stepwise", "im2col"):
         model = VideoPredictor(
             1, patch_size=4, hidden_channels=(4, 5), input_kernel_size=1, head_kernel_size=3,
-            output="advection", advection_source=source, forecaster_input="prediction",
+            output="advection", forecaster_input="prediction",
             motion_input="matching", matching_radius=2, motion_channels=3,
             convgru_gradient=mode, rngs=nnx.Rngs(0),
         )  # fmt: skip
