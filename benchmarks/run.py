@@ -82,6 +82,17 @@ def device_name() -> str:
     return device.device_kind.replace(" ", "-").lower()
 
 
+def median_seconds(fn, argument, repeats: int) -> float:
+    """Median wall time of ``fn(argument)`` over ``repeats`` calls after a warm-up call."""
+    jax.block_until_ready(fn(argument))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(fn(argument))
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
 def step_gemm_roofline(batch: int, hidden: int, steps: int = 784, repeats: int = 7) -> dict:
     """Rate of the per-step recurrent GEMM ([B,H] @ [H,3H], plus a tanh) inside a scan."""
     rng = np.random.default_rng(0)
@@ -94,14 +105,7 @@ def step_gemm_roofline(batch: int, hidden: int, steps: int = 784, repeats: int =
 
         return jax.lax.scan(body, h, None, length=steps)[0]
 
-    fn = jax.jit(loop)
-    jax.block_until_ready(fn(h0))
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(h0))
-        times.append(time.perf_counter() - start)
-    per_step = float(np.median(times)) / steps
+    per_step = median_seconds(jax.jit(loop), h0, repeats) / steps
     flops = 2 * batch * hidden * 3 * hidden
     return {"per_step_us": per_step * 1e6, "gflops": flops / per_step / 1e9}
 
@@ -114,14 +118,7 @@ def gemm_peak(sizes: tuple[int, ...] = (2048, 3072), repeats: int = 5) -> dict:
     best = {"gflops": 0.0, "size": None}
     for size in sizes:
         a = jnp.asarray(rng.standard_normal((size, size)), jnp.float32)
-        fn = jax.jit(lambda a: a @ a)
-        jax.block_until_ready(fn(a))
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            jax.block_until_ready(fn(a))
-            times.append(time.perf_counter() - start)
-        gflops = 2 * size**3 / float(np.median(times)) / 1e9
+        gflops = 2 * size**3 / median_seconds(jax.jit(lambda a: a @ a), a, repeats) / 1e9
         if gflops > best["gflops"]:
             best = {"gflops": gflops, "size": size}
     return best
