@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from gru_jax import validation
+from gru_jax import initializers, validation
 from gru_jax.gru import GRUGates
 from gru_jax.ops.conv_gru import (
     GRADIENT_MODES,
@@ -54,7 +54,7 @@ from gru_jax.ops.conv_gru import (
 Array = jax.Array
 Initializer = Any
 
-default_kernel_init = nnx.initializers.glorot_uniform()
+default_kernel_init = initializers.glorot_uniform()  # drawn flat: fast to compile
 default_bias_init = nnx.initializers.zeros_init()
 
 

@@ -32,6 +32,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from gru_jax.gru import GRU, GRUCell
+from gru_jax.initializers import default_kernel_init
 from gru_jax.models.sequence_search import SearchResult, beam_search, greedy_search, tile_beams
 from gru_jax.stacked import Bidirectional
 
@@ -96,7 +97,14 @@ class ColumnEncoder(nnx.Module):
         self.width_pooling = tuple(width_pooling)
         sizes = (channels, *conv_channels)
         self.convs = nnx.List(
-            nnx.Conv(sizes[i], sizes[i + 1], (3, 3), padding="SAME", rngs=rngs)
+            nnx.Conv(
+                sizes[i],
+                sizes[i + 1],
+                (3, 3),
+                padding="SAME",
+                kernel_init=default_kernel_init,
+                rngs=rngs,
+            )
             for i in range(len(conv_channels))
         )
         self.dropout = nnx.Dropout(dropout, rngs=rngs)

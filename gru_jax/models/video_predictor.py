@@ -54,6 +54,7 @@ import numpy as np
 from flax import nnx
 
 from gru_jax.convgru import ConvGRU, ConvGRUCell, check_frames
+from gru_jax.initializers import default_kernel_init
 from gru_jax.models.advection import (
     cell_kernels,
     cell_offsets,
@@ -237,7 +238,12 @@ class VideoPredictor(nnx.Module):
         encoder_inputs = (patch_features + extra[motion_input], *hidden_channels[:-1])
         self.motion_projection = (
             nnx.Conv(
-                (2 * matching_radius + 1) ** 2, motion_channels, (1, 1), dtype=dtype, rngs=rngs
+                (2 * matching_radius + 1) ** 2,
+                motion_channels,
+                (1, 1),
+                dtype=dtype,
+                kernel_init=default_kernel_init,
+                rngs=rngs,
             )
             if motion_input == "matching"
             else None
@@ -274,7 +280,13 @@ class VideoPredictor(nnx.Module):
             ]
         )
         window = (head_kernel_size, head_kernel_size)
-        conv = functools.partial(nnx.Conv, kernel_size=window, padding="SAME", dtype=dtype)
+        conv = functools.partial(
+            nnx.Conv,
+            kernel_size=window,
+            padding="SAME",
+            dtype=dtype,
+            kernel_init=default_kernel_init,
+        )
         states = sum(hidden_channels)  # the heads read all layers' states, concatenated
         hidden = head_hidden_channels
         self.head_hidden = conv(states, hidden, rngs=rngs) if hidden else None
