@@ -1,0 +1,171 @@
+"""The forecaster side of :class:`gru_jax.models.VideoPredictor`: the rollout over the
+predicted frames (``forecaster='separate'`` or ``'shared'``), the output heads on the
+concatenated states, and the advection of the previous frame. A mixin: the methods read
+the predictor's modules and options (see its docstring for what each option does)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gru_jax.models.advection import (
+    cell_kernels,
+    cell_offsets,
+    mix_cells,
+    mix_motions,
+    mix_warped,
+    motion_kernels,
+)
+from gru_jax.models.video_ops import (
+    compose_offsets,
+    depth_to_space,
+    intensity_logits,
+    matching_prior,
+    space_to_depth,
+    unit_clip,
+)
+from gru_jax.ops.conv_gru import conv_gru_step, input_biases, project_frames, step_conv
+from gru_jax.ops.conv_same import conv2d_im2col
+
+Array = jax.Array
+
+
+class ForecastMixin:
+    """Methods of :class:`~gru_jax.models.VideoPredictor` that run after the encoder."""
+
+    def _logits(self, states: Array) -> Array:
+        """Head on concatenated states f32[..., h, w, sum(hidden)] → f32[..., h, w, p·p·C]."""
+        lead = states.shape[:-3]
+        grid = states.reshape(-1, *states.shape[-3:])
+        if self.head_hidden is not None:
+            grid = jax.nn.gelu(self.head_hidden(grid))
+        grid = self.head(grid)
+        return grid.reshape(*lead, *grid.shape[1:]).astype(jnp.float32)
+
+    def _continue(self, states: list[Array], num_future: int) -> Array:
+        """``forecaster='shared'``: the encoder's cells run on, fed their own predictions."""
+        cells = [layer.cell for layer in self.encoder]
+        weights = [c.step_weights() for c in cells]
+        logits = [self._logits(jnp.concatenate(states, axis=-1))]
+        for _ in range(num_future - 1):
+            x = jax.nn.sigmoid(logits[-1])
+            for index, (cell, sw) in enumerate(zip(cells, weights)):
+                conv = step_conv(cell.gradient)
+                x_pre = project_frames(x, sw, conv)
+                x, _, _ = conv_gru_step(states[index], x_pre, sw, cell.reset_after, conv)
+                states[index] = x
+            logits.append(self._logits(jnp.concatenate(states, axis=-1)))
+        return depth_to_space(jnp.stack(logits, axis=1), self.patch_size)
+
+    def _forecast(self, context: Array, states: list[Array], num_future: int, teacher_future=None):
+        """``forecaster='separate'``: the forecaster cells, started from the encoder's states
+        (with ``teacher_future``, also the one-step logits: see ``__call__``)."""
+        cells = list(self.forecaster)
+        weights = [c.step_weights() for c in cells]
+        convs = [step_conv(c.gradient) for c in cells]
+        last_frame = context_frame = context[:, -1].astype(jnp.float32)
+        before_last = context[:, -2 if context.shape[1] > 1 else -1].astype(jnp.float32)
+        previous = space_to_depth(last_frame, self.patch_size)
+        if self.forecaster_input == "zeros":
+            previous = jnp.zeros_like(previous)
+        logits, one_step = [], []
+        teacher = None if teacher_future is None else jnp.moveaxis(teacher_future, 1, 0)
+        # advection_source='flow': offsets from the current frame back to the context frame.
+        flow = jnp.zeros((*context_frame.shape[:-1], 2), jnp.float32)
+        for step in range(num_future):
+            x = previous
+            if self.forecaster_motion:  # the motion of the last two frames, as observed
+                pair = jax.lax.stop_gradient(jnp.stack([before_last, last_frame], axis=1))
+                x = jnp.concatenate([x, self._motion(pair)[:, 1]], axis=-1)
+            for index, (cell, sw, conv) in enumerate(zip(cells, weights, convs)):
+                if index == 0 and self.forecaster_input == "zeros":
+                    # W * 0 + b = b: skip the input convolution of an all-zero input.
+                    shape = (*x.shape[:-1], cell.hidden_channels)
+                    x_pre = tuple(jnp.broadcast_to(b, shape) for b in input_biases(sw))
+                else:
+                    x_pre = project_frames(x, sw, conv)
+                x, _, _ = conv_gru_step(states[index], x_pre, sw, cell.reset_after, conv)
+                states[index] = x
+            step_logits, kernel_logits, mask_logits = self._head_outputs(
+                jnp.concatenate(states, axis=-1)
+            )
+            if self.advection:
+                source = last_frame if self.advection_source == "previous" else context_frame
+                prior = (
+                    matching_prior(before_last, last_frame, self.patch_size, self.matching_radius)
+                    if self.advection_prior == "matching"
+                    else None
+                )
+                before_last = last_frame
+                # In [0, 1] up to rounding, which TF32 / bfloat16 products make large enough
+                # to leave it (a NaN log-odds on GPU otherwise): clipped, identity gradient.
+                sources = [source] if teacher is None or step == 0 else [source, teacher[step - 1]]
+                moved, flow = self._advect(
+                    kernel_logits, mask_logits, step_logits, sources, prior, flow
+                )
+                moved = [unit_clip(f) for f in moved]
+                last_frame = moved[0]
+                if len(moved) > 1:  # the same kernels and mask applied to the true frame
+                    one_step.append(space_to_depth(intensity_logits(moved[1]), self.patch_size))
+                step_logits = space_to_depth(intensity_logits(last_frame), self.patch_size)
+                if self.forecaster_input == "prediction":
+                    previous = space_to_depth(last_frame, self.patch_size)
+            elif self.forecaster_input == "prediction":
+                previous = jax.nn.sigmoid(step_logits)
+            logits.append(step_logits)
+        future = depth_to_space(jnp.stack(logits, axis=1), self.patch_size)
+        if teacher is None:
+            return future
+        if not one_step:  # a single predicted frame: nothing to teacher-force
+            return future, jnp.zeros((future.shape[0], 0, *future.shape[2:]), future.dtype)
+        return future, depth_to_space(jnp.stack(one_step, axis=1), self.patch_size)
+
+    def _head_outputs(self, states: Array) -> tuple[Array, Array | None, Array | None]:
+        """``(drawn logits, kernel logits, mask logits)`` from the concatenated states
+        f32[B, h, w, sum(hidden)] (the last two None without advection). With advection
+        the three convolutions that read the states (the drawing head, or its hidden
+        layer, and the kernel and mask heads) run as one GEMM over the states' patches:
+        the same convolutions as calling each module, one GEMM instead of three."""
+        if not self.advection:
+            return self._logits(states), None, None
+        convs = (self.head_hidden or self.head, self.kernel_head, self.mask_head)
+        dtype = jnp.dtype(self.head.dtype or self.head.kernel.dtype)
+        kernel = jnp.concatenate([c.kernel[...] for c in convs], axis=-1).astype(dtype)
+        bias = jnp.concatenate([c.bias[...] for c in convs]).astype(jnp.float32)
+        out = conv2d_im2col(states, kernel) + bias
+        first, kernel_logits, mask_logits = jnp.split(
+            out, np.cumsum([c.out_features for c in convs])[:-1].tolist(), axis=-1
+        )
+        if self.head_hidden is not None:
+            first = self.head(jax.nn.gelu(first.astype(dtype))).astype(jnp.float32)
+        return first, kernel_logits, mask_logits
+
+    def _advect(
+        self,
+        kernel_logits: Array,
+        mask_logits: Array,
+        drawn_logits: Array,
+        frames: list[Array],
+        prior: tuple | None,
+        flow: Array,
+    ) -> tuple[list[Array], Array]:
+        """Predicted frames f32[B, H, W, C] in [0, 1], one per source in ``frames``: each
+        moved by the kernels of ``kernel_logits`` (the kernel head's output; per cell, plus
+        ``prior``'s logits if given; or the shared motions) and mixed per pixel, by
+        ``mask_logits`` (the mask head's), with the drawn frame
+        ``sigmoid(drawn_logits)`` (:mod:`gru_jax.models.advection`). Also returns the
+        offsets back to the context frame, ``flow f32[B, H, W, 2]``: with
+        ``advection_source='flow'``, this step's kernel offsets composed with ``flow``
+        (then the frames are warped by them); otherwise ``flow`` unchanged."""
+        p = self.patch_size
+        logits = kernel_logits
+        drawn = jax.nn.sigmoid(depth_to_space(drawn_logits, p))
+        if self.motions:
+            kernels, _ = motion_kernels(logits, self.motions)
+            return [mix_motions(frame, kernels, mask_logits, drawn, p) for frame in frames], flow
+        kernels = cell_kernels(logits, self.cells_per_side, self.patches_per_cell, prior)
+        if self.advection_source != "flow":
+            return [mix_cells(frame, kernels, mask_logits, drawn, p) for frame in frames], flow
+        flow = compose_offsets(cell_offsets(kernels, *drawn.shape[1:3]), flow)
+        return [mix_warped(frame, flow, mask_logits, drawn, p) for frame in frames], flow
