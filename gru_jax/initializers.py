@@ -78,8 +78,9 @@ def glorot_uniform(in_axis: int = -2, out_axis: int = -1) -> Initializer:
     return variance_scaling(1.0, "fan_avg", "uniform", in_axis, out_axis)
 
 
-# Flax's default kernel initialiser (nnx.Conv, nnx.Linear), drawn flat; the models pass it
-# to their convolutions.
-default_kernel_init = lecun_normal()
+# Flax's default kernel initialiser (nnx.Conv, nnx.Linear: LeCun normal), drawn flat; the
+# models pass it to their convolutions. (The GRU and ConvGRU layers' own default,
+# ``default_kernel_init`` in their modules, is Glorot-uniform.)
+flax_kernel_init = lecun_normal()
 
-__all__ = ["default_kernel_init", "glorot_uniform", "lecun_normal", "variance_scaling"]
+__all__ = ["flax_kernel_init", "glorot_uniform", "lecun_normal", "variance_scaling"]

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from gru_jax.gru import GRU, GRUCell
-from gru_jax.initializers import default_kernel_init
+from gru_jax.initializers import flax_kernel_init
 from gru_jax.models.sequence_search import SearchResult, beam_search, greedy_search, tile_beams
 from gru_jax.stacked import Bidirectional
 
@@ -102,7 +102,7 @@ class ColumnEncoder(nnx.Module):
                 sizes[i + 1],
                 (3, 3),
                 padding="SAME",
-                kernel_init=default_kernel_init,
+                kernel_init=flax_kernel_init,
                 rngs=rngs,
             )
             for i in range(len(conv_channels))

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from gru_jax.initializers import default_kernel_init
+from gru_jax.initializers import flax_kernel_init
 from gru_jax.models.sequence_classifier import SequenceClassifier
 
 Array = jax.Array
@@ -53,7 +53,7 @@ class FrameEncoder(nnx.Module):
                     (3, 3),
                     strides=(2, 2),
                     padding="SAME",
-                    kernel_init=default_kernel_init,
+                    kernel_init=flax_kernel_init,
                     rngs=rngs,
                 )
                 for i, o in zip(widths[:-1], widths[1:])

@@ -54,7 +54,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from gru_jax.convgru import ConvGRU, ConvGRUCell, check_frames
-from gru_jax.initializers import default_kernel_init
+from gru_jax.initializers import flax_kernel_init
 from gru_jax.models.video_forecast import ForecastMixin
 from gru_jax.models.video_ops import (
     INTENSITY_EPS,
@@ -229,7 +229,7 @@ class VideoPredictor(ForecastMixin, nnx.Module):
                 motion_channels,
                 (1, 1),
                 dtype=dtype,
-                kernel_init=default_kernel_init,
+                kernel_init=flax_kernel_init,
                 rngs=rngs,
             )
             if motion_input == "matching"
@@ -272,7 +272,7 @@ class VideoPredictor(ForecastMixin, nnx.Module):
             kernel_size=window,
             padding="SAME",
             dtype=dtype,
-            kernel_init=default_kernel_init,
+            kernel_init=flax_kernel_init,
         )
         states = sum(hidden_channels)  # the heads read all layers' states, concatenated
         hidden = head_hidden_channels
