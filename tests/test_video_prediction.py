@@ -23,6 +23,7 @@ from experiments.tasks.video_prediction import (
 )
 from experiments.trainer import train_and_evaluate
 from gru_jax.models import VideoPredictor
+from gru_jax.models.advection import motion_kernels
 from gru_jax.models.video_ops import (
     advect,
     depth_to_space,
@@ -175,8 +176,9 @@ def first_frame_by_hand(model, context, x, prior=(0.0, 0.0)):
                 pooled[:, i, j] = logits[:, m * i : m * i + m, m * j : m * j + m].mean(axis=(1, 2))
         logits = pooled
     taps = logits.shape[-1] // 2  # vertical then horizontal logits per cell
-    ky = jax.nn.softmax(logits[..., :taps] + prior[0], -1)
-    kx = jax.nn.softmax(logits[..., taps:] + prior[1], -1)
+    t = model.advection_temperature  # the kernels' softmax temperature (1 unless set)
+    ky = jax.nn.softmax((logits[..., :taps] + prior[0]) / t, -1)
+    kx = jax.nn.softmax((logits[..., taps:] + prior[1]) / t, -1)
     p = model.patch_size
     mask = jax.nn.sigmoid(depth_to_space(model.mask_head(stacked), p))
     drawn = jax.nn.sigmoid(depth_to_space(model.head(stacked), p))
@@ -242,6 +244,30 @@ def test_advection_cells_of_several_patches_share_their_mean_logits():
     context = assert_first_frame_matches_by_hand(model, seed=7)
     with pytest.raises(ValueError, match="not a multiple of advection_cell_size=8"):
         model(context[:, :, :12, :12], 2)
+
+
+def test_advection_temperature_divides_the_kernel_logits_and_is_checked():
+    def build(**options):
+        return VideoPredictor(
+            1, patch_size=4, hidden_channels=(4,), output="advection",
+            forecaster_input="prediction", rngs=nnx.Rngs(0), **options,
+        )  # fmt: skip
+
+    plain, sharp = build(), build(advection_temperature=0.25)
+    context = assert_first_frame_matches_by_hand(sharp, seed=3)  # by hand: softmax(logits/T)
+    plain_frame, sharp_frame = (np.asarray(jax.nn.sigmoid(m(context, 2))) for m in (plain, sharp))
+    assert np.abs(plain_frame - sharp_frame).max() > 1e-3  # the same weights, other kernels
+    np.testing.assert_array_equal(np.asarray(build(advection_temperature=1)(context, 2)),
+                                  np.asarray(plain(context, 2)))  # fmt: skip
+    # Shared motions: the taps' softmax is tempered, the attention over the grid is not.
+    logits = jnp.asarray(np.random.default_rng(4).normal(size=(2, 3, 4, 2 * (2 * 5 + 1))))
+    kernels, attention = motion_kernels(logits, 2, temperature=0.5)
+    reference, reference_attention = motion_kernels(logits, 2)
+    np.testing.assert_allclose(attention, reference_attention)
+    np.testing.assert_allclose(kernels, jax.nn.softmax(2 * jnp.log(reference), -1), atol=1e-6)
+    for bad in (0, -1.0, float("inf"), float("nan"), "0.5"):
+        with pytest.raises(ValueError, match="advection_temperature must be a finite number > 0"):
+            build(advection_temperature=bad)
 
 
 def test_shared_motions_pool_the_patches_kernels_and_pick_one_source_per_pixel():

@@ -222,6 +222,8 @@ class VideoPredictionTask(Task):
             advection_kernel_size=cfg.advection_kernel_size,
             advection_cell_size=cfg.advection_cell_size,
             advection_motions=cfg.advection_motions,
+            # .get: configs saved before the field existed (experiments.evaluate, restore)
+            advection_temperature=cfg.get("advection_temperature", 1.0),
             advection_source=cfg.advection_source,
             advection_prior=cfg.advection_prior,
             forecaster_motion=cfg.forecaster_motion,

@@ -29,7 +29,11 @@ Array = jax.Array
 
 
 def cell_kernels(
-    logits: Array, cells_per_side: int, patches_per_cell: int, prior: tuple | None = None
+    logits: Array,
+    cells_per_side: int,
+    patches_per_cell: int,
+    prior: tuple | None = None,
+    temperature: float = 1.0,
 ) -> Array:
     """Per-cell kernels from the kernel head's output.
 
@@ -38,7 +42,8 @@ def cell_kernels(
     horizontal k]``) → ``f32[B, rows, cols, 2, k]`` softmax kernels, one pair per cell:
     ``rows = h · cells_per_side / patches_per_cell``. ``prior`` (per patch, two
     ``f32[B, h, w, k]`` logits) is added to every cell of its patch before the cells of
-    several patches average their logits."""
+    several patches average their logits. The softmax reads ``logits / temperature``
+    (below 1: sharper kernels; see ``VideoPredictor``'s ``advection_temperature``)."""
     logits = depth_to_space(logits, cells_per_side)
     logits = logits.reshape(*logits.shape[:-1], 2, -1)
     if prior is not None:
@@ -51,21 +56,24 @@ def cell_kernels(
         batch, rows, cols = logits.shape[:3]
         logits = logits.reshape(batch, rows // m, m, cols // m, m, *logits.shape[3:])
         logits = logits.mean(axis=(2, 4))
-    return jax.nn.softmax(logits, axis=-1)
+    return jax.nn.softmax(logits / temperature, axis=-1)
 
 
-def motion_kernels(logits: Array, motions: int) -> tuple[Array, Array]:
+def motion_kernels(
+    logits: Array, motions: int, temperature: float = 1.0
+) -> tuple[Array, Array]:
     """Shared motion kernels from the kernel head's output.
 
     ``logits f32[B, h, w, K · (2k + 1)]`` (per motion: ``[vertical k | horizontal k |
     score]``) → ``(kernels f32[B, K, 2, k], attention f32[B, h, w, K])``: motion ``m``'s
     logits are the mean of the patches' logits weighted by ``attention[..., m] =
-    softmax over the grid of score_m``, then a softmax over the taps."""
+    softmax over the grid of score_m``, then a softmax over the taps of the pooled logits
+    ``/ temperature`` (the attention is not tempered)."""
     batch, rows, cols, width = logits.shape
     logits = logits.reshape(batch, rows * cols, motions, width // motions)
     attention = jax.nn.softmax(logits[..., -1], axis=1)  # [B, h·w, K]
     pooled = jnp.einsum("bnm,bnmk->bmk", attention, logits[..., :-1])
-    kernels = jax.nn.softmax(pooled.reshape(batch, motions, 2, -1), axis=-1)
+    kernels = jax.nn.softmax(pooled.reshape(batch, motions, 2, -1) / temperature, axis=-1)
     return kernels, attention.reshape(batch, rows, cols, motions)
 
 

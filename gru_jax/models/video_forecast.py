@@ -162,9 +162,11 @@ class ForecastMixin:
         logits = kernel_logits
         drawn = jax.nn.sigmoid(depth_to_space(drawn_logits, p))
         if self.motions:
-            kernels, _ = motion_kernels(logits, self.motions)
+            kernels, _ = motion_kernels(logits, self.motions, self.advection_temperature)
             return [mix_motions(frame, kernels, mask_logits, drawn, p) for frame in frames], flow
-        kernels = cell_kernels(logits, self.cells_per_side, self.patches_per_cell, prior)
+        kernels = cell_kernels(
+            logits, self.cells_per_side, self.patches_per_cell, prior, self.advection_temperature
+        )
         if self.advection_source != "flow":
             return [mix_cells(frame, kernels, mask_logits, drawn, p) for frame in frames], flow
         flow = compose_offsets(cell_offsets(kernels, *drawn.shape[1:3]), flow)

@@ -3,6 +3,8 @@ checks of their combinations (each bad value or combination is one clear error).
 
 from __future__ import annotations
 
+from math import inf
+
 FORECASTER_INPUTS = ("zeros", "prediction")
 FORECASTERS = ("separate", "shared")
 OUTPUTS = ("pixels", "advection")
@@ -22,6 +24,7 @@ def check_options(
     advection_kernel_size: int,
     advection_cell_size: int | None,
     advection_motions: int,
+    advection_temperature: float,
     advection_source: str,
     advection_prior: str,
     forecaster_motion: bool,
@@ -57,6 +60,10 @@ def check_options(
         raise ValueError(
             "advection_motions must be >= 0 and, when > 0, needs output='advection' and "
             f"advection_prior='none', got {advection_motions}, {output!r}, {advection_prior!r}"
+        )
+    if not (isinstance(advection_temperature, (int, float)) and 0 < advection_temperature < inf):
+        raise ValueError(
+            f"advection_temperature must be a finite number > 0, got {advection_temperature!r}"
         )
     if advection_source == "flow" and (output != "advection" or advection_motions):
         raise ValueError(

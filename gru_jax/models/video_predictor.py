@@ -117,6 +117,12 @@ class VideoPredictor(ForecastMixin, nnx.Module):
         background it enters) at the cost of a wider kernel head: ``(patch_size / cell)²``
         kernel pairs per patch. Larger cells average the kernel logits of their
         ``(cell / patch_size)²`` patches: one motion for a larger area.
+      advection_temperature: the kernels are a softmax of their logits divided by this
+        (> 0; 1: as trained). A test-time knob: below 1 each kernel concentrates on its
+        likeliest offsets, so the moved frame keeps more of its edges, at a higher MSE
+        (the per-pixel loss's optimum is the spread the model learned; on moving digits
+        the extra edges are mostly texture, not digits: the docs' round 7). In training a
+        constant temperature only rescales what the kernel head learns.
       advection_motions: 0 for kernels per cell (above); ``K > 0`` for ``K`` kernel
         pairs shared by the whole frame instead (Finn et al.'s CDNA,
         :mod:`gru_jax.models.advection`): each pools the patches' kernel logits with a
@@ -178,6 +184,7 @@ class VideoPredictor(ForecastMixin, nnx.Module):
         advection_kernel_size: int = 9,
         advection_cell_size: int | None = None,
         advection_motions: int = 0,
+        advection_temperature: float = 1.0,
         advection_source: str = "previous",
         advection_prior: str = "none",
         forecaster_motion: bool = False,
@@ -198,6 +205,7 @@ class VideoPredictor(ForecastMixin, nnx.Module):
             advection_kernel_size=advection_kernel_size,
             advection_cell_size=advection_cell_size,
             advection_motions=advection_motions,
+            advection_temperature=advection_temperature,
             advection_source=advection_source,
             advection_prior=advection_prior,
             forecaster_motion=forecaster_motion,
@@ -209,6 +217,7 @@ class VideoPredictor(ForecastMixin, nnx.Module):
         self.patch_size = patch_size
         self.advection = output == "advection"
         self.motions = advection_motions
+        self.advection_temperature = float(advection_temperature)
         self.cells_per_side = max(1, patch_size // cell)  # kernel pairs per patch side
         self.patches_per_cell = max(1, cell // patch_size)  # patches per cell side
         self.advection_source = advection_source
