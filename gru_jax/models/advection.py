@@ -59,9 +59,7 @@ def cell_kernels(
     return jax.nn.softmax(logits / temperature, axis=-1)
 
 
-def motion_kernels(
-    logits: Array, motions: int, temperature: float = 1.0
-) -> tuple[Array, Array]:
+def motion_kernels(logits: Array, motions: int, temperature: float = 1.0) -> tuple[Array, Array]:
     """Shared motion kernels from the kernel head's output.
 
     ``logits f32[B, h, w, K · (2k + 1)]`` (per motion: ``[vertical k | horizontal k |
