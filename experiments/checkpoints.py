@@ -27,6 +27,29 @@ def _copy(leaf: Any) -> Any:
     return leaf.copy() if isinstance(leaf, jax.Array) else np.array(leaf, copy=True)
 
 
+def _leaf_name(path: tuple) -> str:
+    """``params.cell.input_bias.value`` for a pytree key path (dict, sequence or attribute
+    keys alike, so a state and the checkpoint's metadata tree name a leaf the same way)."""
+    parts = (getattr(key, "key", getattr(key, "idx", getattr(key, "name", key))) for key in path)
+    return ".".join(str(part) for part in parts)
+
+
+def shape_mismatches(stored: Any, target: Any) -> list[str]:
+    """One line per array whose shape differs between a checkpoint's metadata tree and
+    ``target`` (or that only one of them has); empty when they fit."""
+    have = {_leaf_name(p): tuple(leaf.shape) for p, leaf in jax.tree.leaves_with_path(stored)}
+    want = {_leaf_name(p): tuple(np.shape(leaf)) for p, leaf in jax.tree.leaves_with_path(target)}
+    lines = []
+    for name in sorted(have.keys() | want.keys(), key=lambda n: (not n.startswith("params"), n)):
+        if name not in want:
+            lines.append(f"{name} is in the checkpoint but not in this config's state")
+        elif name not in have:
+            lines.append(f"{name} is in this config's state but not in the checkpoint")
+        elif have[name] != want[name]:
+            lines.append(f"{name} has shape {have[name]} in the checkpoint, {want[name]} here")
+    return lines
+
+
 class Checkpointer:
     """Saves and restores ``{step, params, opt_state, model_state}`` of the train state.
 
@@ -42,6 +65,7 @@ class Checkpointer:
         self.manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
+            item_handlers=ocp.StandardCheckpointHandler(),  # also reads a step's metadata
         )
 
     def latest_step(self) -> int | None:
@@ -66,6 +90,15 @@ class Checkpointer:
         ``target`` (a train state built from the current config), placed with
         ``shardings`` (a matching pytree of shardings; default: where ``target`` lives)."""
         part = {k: target[k] for k in CHECKPOINTED}
+        # Shapes are checked against the checkpoint's metadata first: a clear message, and
+        # no failed restore left behind in orbax's background threads.
+        mismatches = shape_mismatches(self.manager.item_metadata(step), part)
+        if mismatches:
+            more = f" (and {len(mismatches) - 1} more)" if len(mismatches) > 1 else ""
+            raise ValueError(
+                f"checkpoint {step} in {self.directory} does not match this config's model "
+                f"or optimizer: {mismatches[0]}{more}; use a fresh --workdir"
+            )
         if shardings is None:
             abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, part)
         else:

@@ -159,7 +159,7 @@ def _prepare(run: RunSetup, parallel: DataParallel, checkpointer: Checkpointer):
     return shardings, state
 
 
-def _write_json(path: str, content: Any) -> None:
+def write_json(path: str, content: Any) -> None:
     with open(path + ".tmp", "w") as file:
         json.dump(content, file, indent=2, sort_keys=True)
     os.replace(path + ".tmp", path)
@@ -176,9 +176,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     wall_start = time.perf_counter()
     primary = jax.process_index() == 0
     os.makedirs(workdir, exist_ok=True)
-    if primary:
-        with open(os.path.join(workdir, "config.json"), "w") as file:
-            file.write(config.to_json_best_effort(indent=2, sort_keys=True))
     # The mesh spans every device of every process; checked before the data is loaded.
     parallel = DataParallel.create(rule=params_rule(config))
     parallel.check_batch_size(config.train.batch_size)
@@ -189,6 +186,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     except BaseException:
         checkpointer.close()
         raise
+    # Written once the state fits: a resume with a config that does not fit the
+    # checkpoints (an error above) leaves the run's saved config as it was.
+    if primary:
+        with open(os.path.join(workdir, "config.json"), "w") as file:
+            file.write(config.to_json_best_effort(indent=2, sort_keys=True))
     logging.info(
         "model %s: %d parameters; %d steps (%d per epoch); data-parallel over %d device(s) "
         "in %d process(es), state %s",
@@ -243,6 +245,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         "plots": [os.path.relpath(path, workdir) for path in plot_paths],
     }
     if primary:
-        _write_json(os.path.join(workdir, "results.json"), results)
+        write_json(os.path.join(workdir, "results.json"), results)
     logging.info("test %s: %s", run.task.main_metric, test_metrics.get(run.task.main_metric))
     return results

@@ -1,0 +1,205 @@
+"""Evaluate a run's checkpoint again, with test-time overrides, without touching the run.
+
+    python -m experiments.evaluate --workdir workdirs/digit_strings \
+        --outdir workdirs/digit_strings/eval_greedy --config.decode.beam_width=1 [--step N]
+
+The config is the run's own (``<workdir>/config.json``, as training saved it), so every
+override the run was trained with still holds; ``--config.<field>=value`` changes what
+may change at test time: decoding (``decode.beam_width``), the test set
+(``dataset.test_seed``, ``dataset.num_test``, ``dataset.test_set``), evaluation batch
+size, plots, or a test-time model option such as ``model.advection_temperature``. An
+override that changes the parameters' shapes is a one-line error (the checkpoint does
+not fit), as is a field the run's config does not have.
+
+Writes ``<outdir>/config.json`` (the config evaluated), ``<outdir>/results.json``
+(the metrics under ``"test"``, as training's results.json, plus the checkpoint step and
+the overrides: ``{field: [trained, evaluated]}``) and the task's plots under
+``<outdir>/plots``. The run's workdir is only read: ``--outdir`` may not be the workdir
+or its checkpoints, and an ``<outdir>`` that already holds a results.json is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import jax
+import ml_collections
+from absl import app, flags, logging
+from flax import nnx
+from ml_collections import config_flags
+
+from experiments import steps
+from experiments.checkpoints import Checkpointer, shape_mismatches
+from experiments.cli import first_message, parse_flags
+from experiments.reporting import quiet_library_logs
+from experiments.setup import build_run
+from experiments.sharding import DataParallel, params_rule
+from experiments.steps import CHECKPOINTED
+from experiments.trainer import evaluate, write_json
+
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "The run to evaluate (its config.json and checkpoints)."
+)
+_OUTDIR = flags.DEFINE_string("outdir", None, "Where results.json, config.json and plots go.")
+_STEP = flags.DEFINE_integer("step", None, "Checkpoint step to evaluate (default: the newest).")
+flags.mark_flags_as_required(["workdir", "outdir"])
+
+
+def saved_config(workdir: str) -> ml_collections.ConfigDict:
+    """The resolved config a training run saved in ``<workdir>/config.json``."""
+    path = os.path.join(workdir, "config.json")
+    if not os.path.isfile(path):
+        raise ValueError(f"no config.json in {workdir}: not a training run's workdir")
+    with open(path) as file:
+        return ml_collections.ConfigDict(json.load(file))
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, dict):
+        flat = {}
+        for key, value in tree.items():
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        return flat
+    return {prefix[:-1]: tree}
+
+
+def config_changes(
+    trained: ml_collections.ConfigDict, evaluated: ml_collections.ConfigDict
+) -> dict[str, list]:
+    """``{dotted field: [trained value, evaluated value]}`` for every field that differs."""
+    before = _flatten(json.loads(trained.to_json_best_effort()))
+    after = _flatten(json.loads(evaluated.to_json_best_effort()))
+    return {
+        k: [before.get(k), after.get(k)] for k in sorted(after) if before.get(k) != after.get(k)
+    }
+
+
+def _check_dirs(workdir: str, outdir: str) -> None:
+    work, out = os.path.realpath(workdir), os.path.realpath(outdir)
+    checkpoints = os.path.join(work, "checkpoints")
+    if out == work or out == checkpoints or out.startswith(checkpoints + os.sep):
+        raise ValueError(
+            f"--outdir {outdir} would write into the run's workdir or its checkpoints; "
+            "give a directory of its own (e.g. <workdir>/eval_<name>)"
+        )
+    if os.path.exists(os.path.join(outdir, "results.json")):
+        raise ValueError(f"{outdir} already holds a results.json; choose another --outdir")
+    if not os.path.isdir(os.path.join(workdir, "checkpoints")):
+        raise ValueError(f"no checkpoints directory in {workdir}")
+
+
+def evaluate_checkpoint(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    outdir: str,
+    step: int | None = None,
+    trained_config: ml_collections.ConfigDict | None = None,
+) -> dict[str, Any]:
+    """Evaluates checkpoint ``step`` (None: the newest) of the run in ``workdir`` with
+    ``config`` (the run's config, possibly with test-time overrides) on the whole test
+    set; writes config.json, results.json and the plots to ``outdir`` and returns the
+    results. ``trained_config`` (default: the saved one) is what the overrides are
+    reported against.
+
+    Raises:
+      ValueError: no such run or checkpoint, a checkpoint that does not fit the model
+        built from ``config``, an ``outdir`` that would overwrite anything, or a bad
+        config value (one-line messages).
+    """
+    start = time.perf_counter()
+    _check_dirs(workdir, outdir)
+    trained = saved_config(workdir) if trained_config is None else trained_config
+    parallel = DataParallel.create(rule=params_rule(config))
+    checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), config.train.keep_checkpoints)
+    try:
+        available = sorted(checkpointer.manager.all_steps())
+        if not available:
+            raise ValueError(f"no checkpoint in {checkpointer.directory}")
+        step = available[-1] if step is None else step
+        if step not in available:
+            listed = ", ".join(map(str, available))
+            raise ValueError(f"no checkpoint at step {step} in {workdir} (there are: {listed})")
+        run = build_run(config)
+        state_shardings = parallel.state_shardings(run.state)
+        shardings = steps.StepShardings(state_shardings, parallel.batch, parallel.replicated)
+        part = {k: run.state[k] for k in CHECKPOINTED}
+        mismatches = shape_mismatches(checkpointer.manager.item_metadata(step), part)
+        if mismatches:
+            more = f" (and {len(mismatches) - 1} more)" if len(mismatches) > 1 else ""
+            raise ValueError(
+                f"checkpoint {step} of {workdir} does not fit the model built from this config "
+                f"(an override that changes a shape?): {mismatches[0]}{more}"
+            )
+        state = checkpointer.restore(step, run.state, state_shardings)
+    finally:
+        checkpointer.close()
+    eval_step = steps.make_eval_step(run.task, run.eval_graphdef, run.rng_state, shardings)
+    batch_size = parallel.round_up(config.train.eval_batch_size)
+    metrics, outputs = evaluate(run.task, eval_step, state, run.data.test, batch_size, parallel)
+    os.makedirs(outdir, exist_ok=True)
+    final = parallel.to_host({"params": state["params"], "model_state": state["model_state"]})
+    final = jax.device_put(final, jax.local_devices()[0])
+    model = nnx.merge(run.eval_graphdef, final["params"], run.rng_state, final["model_state"])
+    plot_paths = run.task.plots(model, run.data, outputs, os.path.join(outdir, "plots"))
+    results = {
+        "test": metrics,
+        "checkpoint_step": step,
+        "workdir": os.path.abspath(workdir),
+        "overrides": config_changes(trained, config),
+        "num_test": len(next(iter(run.data.test.values()))),
+        "wall_time_s": time.perf_counter() - start,
+        "plots": [os.path.relpath(path, outdir) for path in plot_paths],
+    }
+    with open(os.path.join(outdir, "config.json"), "w") as file:
+        file.write(config.to_json_best_effort(indent=2, sort_keys=True))
+    write_json(os.path.join(outdir, "results.json"), results)
+    logging.info(
+        "checkpoint %d of %s, overrides %s: test %s = %s",
+        step, workdir, results["overrides"] or "none", run.task.main_metric,
+        metrics.get(run.task.main_metric),
+    )  # fmt: skip
+    return results
+
+
+def _workdir_from_argv(argv: list[str]) -> str | None:
+    for index, arg in enumerate(argv):
+        if arg.startswith("--workdir="):
+            return arg.split("=", 1)[1]
+        if arg == "--workdir" and index + 1 < len(argv):
+            return argv[index + 1]
+    return None
+
+
+def _parse(argv: list[str]) -> list[str]:
+    """Defines ``--config`` from the run's saved config (so ``--config.<field>`` overrides
+    are parsed and type-checked as in training), then parses every flag."""
+    workdir = _workdir_from_argv(argv)
+    config = ml_collections.ConfigDict()
+    if workdir is not None:
+        try:
+            config = saved_config(workdir)
+        except ValueError as error:
+            raise SystemExit(f"error: {error}") from None
+    try:  # config_flags applies the --config.<field> overrides as it defines the flag
+        config_flags.DEFINE_config_dict("config", config, "The run's config.", lock_config=True)
+    except (AttributeError, KeyError) as error:
+        raise SystemExit(f"error: unknown config field: {first_message(error)}") from None
+    return parse_flags(argv)
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    quiet_library_logs()
+    try:
+        evaluate_checkpoint(flags.FLAGS.config, _WORKDIR.value, _OUTDIR.value, _STEP.value)
+    except ValueError as error:  # user errors: one line, no traceback
+        logging.debug("traceback of the error below", exc_info=True)
+        raise SystemExit(f"error: {first_message(error)}") from None
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=_parse)
