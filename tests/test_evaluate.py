@@ -137,7 +137,9 @@ def test_command_line_overrides_and_one_line_errors(trained_run, tmp_path):
     }
     result = evaluate(f"--outdir={tmp_path / 'typo'}", "--config.model.advection_temprature=1")
     assert result.returncode != 0
-    assert result.stderr.strip().splitlines()[-1].startswith(
-        "error: unknown config field: 'advection_temprature' Did you mean"
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith("error: unknown config field: 'advection_temprature' Did you mean")
     ), result.stderr[-2000:]
     assert not (tmp_path / "typo").exists()
