@@ -19,12 +19,30 @@ from typing import Any
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 
 from experiments.steps import CHECKPOINTED
 
 
 def _copy(leaf: Any) -> Any:
     return leaf.copy() if isinstance(leaf, jax.Array) else np.array(leaf, copy=True)
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint whose arrays do not fit the train state built from the config;
+    ``mismatches`` has one line per array (:func:`shape_mismatches`)."""
+
+    def __init__(self, step: int, directory: str, mismatches: list[str]):
+        self.step, self.directory, self.mismatches = step, directory, mismatches
+        super().__init__(
+            f"checkpoint {step} in {directory} does not match this config's model or "
+            f"optimizer: {self.first()}; use a fresh --workdir"
+        )
+
+    def first(self) -> str:
+        """The first mismatch, and how many more there are."""
+        more = len(self.mismatches) - 1
+        return self.mismatches[0] + (f" (and {more} more)" if more else "")
 
 
 def _leaf_name(path: tuple) -> str:
@@ -65,8 +83,18 @@ class Checkpointer:
         self.manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
-            item_handlers=ocp.StandardCheckpointHandler(),  # also reads a step's metadata
         )
+
+    def all_steps(self) -> list[int]:
+        """The steps of the complete checkpoints, oldest first."""
+        return sorted(self.manager.all_steps())
+
+    def shape_mismatches(self, step: int, target: dict[str, Any]) -> list[str]:
+        """:func:`shape_mismatches` of checkpoint ``step`` (read from its metadata, no array
+        is loaded) and the checkpointed part of the train state ``target``."""
+        path = epath.Path(self.directory) / str(step) / "default"
+        stored = ocp.StandardCheckpointHandler().metadata(path)
+        return shape_mismatches(stored, {k: target[k] for k in CHECKPOINTED})
 
     def latest_step(self) -> int | None:
         """The step of the newest complete checkpoint, or None."""
@@ -92,13 +120,9 @@ class Checkpointer:
         part = {k: target[k] for k in CHECKPOINTED}
         # Shapes are checked against the checkpoint's metadata first: a clear message, and
         # no failed restore left behind in orbax's background threads.
-        mismatches = shape_mismatches(self.manager.item_metadata(step), part)
+        mismatches = self.shape_mismatches(step, target)
         if mismatches:
-            more = f" (and {len(mismatches) - 1} more)" if len(mismatches) > 1 else ""
-            raise ValueError(
-                f"checkpoint {step} in {self.directory} does not match this config's model "
-                f"or optimizer: {mismatches[0]}{more}; use a fresh --workdir"
-            )
+            raise CheckpointMismatchError(step, self.directory, mismatches)
         if shardings is None:
             abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, part)
         else:

@@ -32,12 +32,12 @@ from flax import nnx
 from ml_collections import config_flags
 
 from experiments import steps
-from experiments.checkpoints import Checkpointer, shape_mismatches
+from experiments.checkpoints import Checkpointer, CheckpointMismatchError
 from experiments.cli import first_message, parse_flags
 from experiments.reporting import quiet_library_logs
 from experiments.setup import build_run
 from experiments.sharding import DataParallel, params_rule
-from experiments.steps import CHECKPOINTED
+from experiments.sweep_grid import load_config_file
 from experiments.trainer import evaluate, write_json
 
 _WORKDIR = flags.DEFINE_string(
@@ -45,16 +45,59 @@ _WORKDIR = flags.DEFINE_string(
 )
 _OUTDIR = flags.DEFINE_string("outdir", None, "Where results.json, config.json and plots go.")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step to evaluate (default: the newest).")
+_DEFAULTS = flags.DEFINE_string(
+    "defaults",
+    None,
+    "A config file (configs/<name>.py[:arg]) whose fields fill in those the run's "
+    "config.json lacks (a run saved by an older version); the run's own values win.",
+)
 flags.mark_flags_as_required(["workdir", "outdir"])
 
 
-def saved_config(workdir: str) -> ml_collections.ConfigDict:
-    """The resolved config a training run saved in ``<workdir>/config.json``."""
+def _tuples(tree: Any) -> Any:
+    """JSON's lists back to the tuples the configs use (so ``--config.x='(4, 8)'`` parses)."""
+    if isinstance(tree, dict):
+        return {key: _tuples(value) for key, value in tree.items()}
+    if isinstance(tree, list):
+        return tuple(_tuples(value) for value in tree)
+    return tree
+
+
+def _fill(config: ml_collections.ConfigDict, defaults: ml_collections.ConfigDict) -> list[str]:
+    """Adds to ``config`` every field of ``defaults`` it lacks; returns their dotted names."""
+    added = []
+    for key, value in defaults.items():
+        if key not in config:
+            config[key] = value
+            added.append(key)
+        elif isinstance(value, ml_collections.ConfigDict) and isinstance(
+            config[key], ml_collections.ConfigDict
+        ):
+            added += [f"{key}.{name}" for name in _fill(config[key], value)]
+    return added
+
+
+def saved_config(
+    workdir: str, defaults: ml_collections.ConfigDict | None = None
+) -> ml_collections.ConfigDict:
+    """The resolved config a training run saved in ``<workdir>/config.json``; with
+    ``defaults``, the fields it lacks (a run saved before they existed) are taken from
+    there (the run's own values win)."""
     path = os.path.join(workdir, "config.json")
     if not os.path.isfile(path):
         raise ValueError(f"no config.json in {workdir}: not a training run's workdir")
     with open(path) as file:
-        return ml_collections.ConfigDict(json.load(file))
+        config = ml_collections.ConfigDict(_tuples(json.load(file)))
+    if defaults is not None:
+        if defaults.get("task") != config.get("task"):
+            raise ValueError(
+                f"--defaults is a config of task {defaults.get('task')!r}, the run's is "
+                f"{config.get('task')!r}"
+            )
+        added = _fill(config, defaults)
+        if added:
+            logging.info("fields the run's config lacks, from --defaults: %s", ", ".join(added))
+    return config
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -85,8 +128,9 @@ def _check_dirs(workdir: str, outdir: str) -> None:
             f"--outdir {outdir} would write into the run's workdir or its checkpoints; "
             "give a directory of its own (e.g. <workdir>/eval_<name>)"
         )
-    if os.path.exists(os.path.join(outdir, "results.json")):
-        raise ValueError(f"{outdir} already holds a results.json; choose another --outdir")
+    for name in ("results.json", "config.json", "checkpoints"):  # an evaluation's or a run's
+        if os.path.exists(os.path.join(outdir, name)):
+            raise ValueError(f"{outdir} already holds a {name}; choose another --outdir")
     if not os.path.isdir(os.path.join(workdir, "checkpoints")):
         raise ValueError(f"no checkpoints directory in {workdir}")
 
@@ -115,7 +159,7 @@ def evaluate_checkpoint(
     parallel = DataParallel.create(rule=params_rule(config))
     checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), config.train.keep_checkpoints)
     try:
-        available = sorted(checkpointer.manager.all_steps())
+        available = checkpointer.all_steps()
         if not available:
             raise ValueError(f"no checkpoint in {checkpointer.directory}")
         step = available[-1] if step is None else step
@@ -125,15 +169,13 @@ def evaluate_checkpoint(
         run = build_run(config)
         state_shardings = parallel.state_shardings(run.state)
         shardings = steps.StepShardings(state_shardings, parallel.batch, parallel.replicated)
-        part = {k: run.state[k] for k in CHECKPOINTED}
-        mismatches = shape_mismatches(checkpointer.manager.item_metadata(step), part)
-        if mismatches:
-            more = f" (and {len(mismatches) - 1} more)" if len(mismatches) > 1 else ""
+        try:
+            state = checkpointer.restore(step, run.state, state_shardings)
+        except CheckpointMismatchError as error:
             raise ValueError(
                 f"checkpoint {step} of {workdir} does not fit the model built from this config "
-                f"(an override that changes a shape?): {mismatches[0]}{more}"
-            )
-        state = checkpointer.restore(step, run.state, state_shardings)
+                f"(an override that changes a shape?): {error.first()}"
+            ) from None
     finally:
         checkpointer.close()
     eval_step = steps.make_eval_step(run.task, run.eval_graphdef, run.rng_state, shardings)
@@ -164,30 +206,38 @@ def evaluate_checkpoint(
     return results
 
 
-def _workdir_from_argv(argv: list[str]) -> str | None:
-    for index, arg in enumerate(argv):
-        if arg.startswith("--workdir="):
-            return arg.split("=", 1)[1]
-        if arg == "--workdir" and index + 1 < len(argv):
-            return argv[index + 1]
-    return None
-
-
 def _parse(argv: list[str]) -> list[str]:
-    """Defines ``--config`` from the run's saved config (so ``--config.<field>`` overrides
-    are parsed and type-checked as in training), then parses every flag."""
-    workdir = _workdir_from_argv(argv)
-    config = ml_collections.ConfigDict()
-    if workdir is not None:
-        try:
-            config = saved_config(workdir)
-        except ValueError as error:
-            raise SystemExit(f"error: {error}") from None
-    try:  # config_flags applies the --config.<field> overrides as it defines the flag
+    """Parses the flags in two passes: first all but ``--config`` (as absl reads them:
+    ``-workdir``, ``--flagfile``, the last of repeated flags), then ``--config`` defined
+    from the run's saved config, so ``--config.<field>`` overrides are parsed and
+    type-checked as in training. Every error is one line."""
+    try:
+        flags.FLAGS(argv, known_only=True)
+        config = saved_config(
+            _WORKDIR.value,
+            None if _DEFAULTS.value is None else load_config_file(_DEFAULTS.value)[1],
+        )
         config_flags.DEFINE_config_dict("config", config, "The run's config.", lock_config=True)
-    except (AttributeError, KeyError) as error:
-        raise SystemExit(f"error: unknown config field: {first_message(error)}") from None
-    return parse_flags(argv)
+    except (flags.Error, ValueError, OSError) as error:
+        raise SystemExit(f"error: {first_message(error)}") from None
+    except (AttributeError, KeyError) as error:  # an override of a field the config lacks
+        raise SystemExit(_unknown_field(first_message(error))) from None
+    try:
+        return parse_flags(argv)
+    except flags.Error as error:  # a value that does not parse as the field's type
+        raise SystemExit(f"error: {first_message(error)}") from None
+    except SystemExit as error:  # parse_flags: an override of a field the config lacks
+        prefix = "error: unknown config field: "
+        if str(error.code).startswith(prefix):
+            raise SystemExit(_unknown_field(str(error.code)[len(prefix) :])) from None
+        raise
+
+
+def _unknown_field(message: str) -> str:
+    hint = ""
+    if _DEFAULTS.value is None:
+        hint = "; a field newer than the run's config? add --defaults=configs/<name>.py"
+    return f"error: unknown config field: {message}{hint}"
 
 
 def main(argv: list[str]) -> None:

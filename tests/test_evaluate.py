@@ -5,6 +5,7 @@ touched, and one-line errors for what cannot be evaluated."""
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -12,7 +13,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from configs import moving_digits
+from configs import digit_strings, moving_digits
 from experiments.evaluate import config_changes, evaluate_checkpoint, saved_config
 from experiments.trainer import train_and_evaluate
 
@@ -85,10 +86,11 @@ def test_what_cannot_be_evaluated_is_a_clear_error(trained_run, tmp_path):
     for outdir in (workdir, os.path.join(workdir, "checkpoints", "4")):
         with pytest.raises(ValueError, match="would write into the run's workdir"):
             evaluate_checkpoint(config, workdir, outdir)
-    (tmp_path / "taken").mkdir()
-    (tmp_path / "taken" / "results.json").write_text("{}")
-    with pytest.raises(ValueError, match="already holds a results.json"):
-        evaluate_checkpoint(config, workdir, str(tmp_path / "taken"))
+    for name in ("results.json", "config.json"):  # another evaluation, or a run
+        (tmp_path / name).mkdir()
+        (tmp_path / name / name).write_text("{}")
+        with pytest.raises(ValueError, match=f"already holds a {name}"):
+            evaluate_checkpoint(config, workdir, str(tmp_path / name))
     with pytest.raises(ValueError, match=r"no checkpoint at step 3 in .* \(there are: 2, 4\)"):
         evaluate_checkpoint(config, workdir, str(tmp_path / "a"), step=3)
     with pytest.raises(ValueError, match="no config.json in"):
@@ -98,6 +100,27 @@ def test_what_cannot_be_evaluated_is_a_clear_error(trained_run, tmp_path):
     with pytest.raises(ValueError, match=r"does not fit the model .*has shape .* here"):
         evaluate_checkpoint(wider, workdir, str(tmp_path / "b"))
     assert not (tmp_path / "b").exists() and not (tmp_path / "a").exists()
+
+
+def test_a_config_saved_before_a_field_existed_takes_it_from_defaults(trained_run, tmp_path):
+    workdir, _ = trained_run
+    old = tmp_path / "old_run"  # the run as an older version saved it: no temperature field
+    old.mkdir()
+    os.symlink(os.path.join(workdir, "checkpoints"), old / "checkpoints")
+    with open(os.path.join(workdir, "config.json")) as file:
+        saved = json.load(file)
+    del saved["model"]["advection_temperature"]
+    (old / "config.json").write_text(json.dumps(saved))
+    assert "advection_temperature" not in saved_config(str(old)).model
+    assert saved_config(str(old)).model.hidden_channels == (4, 4)  # JSON lists: tuples again
+    config = saved_config(str(old), moving_digits.get_config())  # the full config's defaults
+    assert config.model.advection_temperature == 1.0
+    assert config.model.hidden_channels == (4, 4)  # the run's own values win
+    config.model.advection_temperature = 0.5
+    results = evaluate_checkpoint(config, str(old), str(tmp_path / "eval"))
+    assert results["overrides"] == {"model.advection_temperature": [None, 0.5]}
+    with pytest.raises(ValueError, match="--defaults is a config of task 'digit_strings'"):
+        saved_config(str(old), digit_strings.get_config())
 
 
 def test_resume_with_a_config_that_does_not_fit_keeps_the_saved_config(trained_run):
@@ -135,11 +158,27 @@ def test_command_line_overrides_and_one_line_errors(trained_run, tmp_path):
         "model.advection_temperature": [1.0, 0.5],
         "plots.num_examples": [2, 1],
     }
-    result = evaluate(f"--outdir={tmp_path / 'typo'}", "--config.model.advection_temprature=1")
-    assert result.returncode != 0
-    assert (
-        result.stderr.strip()
-        .splitlines()[-1]
-        .startswith("error: unknown config field: 'advection_temprature' Did you mean")
+    errors = {
+        "typo": ("--config.model.advection_temprature=1",
+                 "error: unknown config field: 'advection_temprature' Did you mean"),
+        "shape": ("--config.model.hidden_channels=(4,8)",
+                  "error: checkpoint 4 of .* does not fit the model built from this config "
+                  r"\(an override that changes a shape\?\): params\..* has shape \(12,\) in "
+                  r"the checkpoint, \(24,\) here"),
+        "type": ("--config.train.eval_batch_size=many", "error: flag --config.train.eval_batch"),
+    }  # fmt: skip
+    for name, (override, message) in errors.items():
+        result = evaluate(f"--outdir={tmp_path / name}", override)
+        assert result.returncode != 0
+        assert re.match(message, result.stderr.strip().splitlines()[-1]), result.stderr[-2000:]
+        assert not (tmp_path / name).exists()
+    # As absl reads flags: a single dash works, and a missing --workdir is one line.
+    result = evaluate(f"-outdir={tmp_path / 'dash'}", "--config.plots.num_examples=1")
+    assert result.returncode == 0 and (tmp_path / "dash" / "results.json").exists()
+    result = subprocess.run(
+        [sys.executable, "-m", "experiments.evaluate", f"--outdir={tmp_path / 'none'}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: flag --workdir=None: Flag --workdir must have a value other than None."
     ), result.stderr[-2000:]
-    assert not (tmp_path / "typo").exists()

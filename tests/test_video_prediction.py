@@ -268,6 +268,8 @@ def test_advection_temperature_divides_the_kernel_logits_and_is_checked():
     for bad in (0, -1.0, float("inf"), float("nan"), "0.5"):
         with pytest.raises(ValueError, match="advection_temperature must be a finite number > 0"):
             build(advection_temperature=bad)
+    with pytest.raises(ValueError, match="advection_temperature=0.5 needs output='advection'"):
+        VideoPredictor(1, advection_temperature=0.5, rngs=nnx.Rngs(0))
 
 
 def test_shared_motions_pool_the_patches_kernels_and_pick_one_source_per_pixel():

@@ -65,6 +65,11 @@ def check_options(
         raise ValueError(
             f"advection_temperature must be a finite number > 0, got {advection_temperature!r}"
         )
+    if advection_temperature != 1 and output != "advection":
+        raise ValueError(
+            f"advection_temperature={advection_temperature} needs output='advection', "
+            f"got {output!r}"
+        )
     if advection_source == "flow" and (output != "advection" or advection_motions):
         raise ValueError(
             "advection_source='flow' needs output='advection' and advection_motions=0, got "
