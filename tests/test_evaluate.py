@@ -142,9 +142,9 @@ def test_config_changes_lists_changed_and_new_fields():
 def test_command_line_overrides_and_one_line_errors(trained_run, tmp_path):
     workdir, _ = trained_run
 
-    def evaluate(*args):
+    def evaluate(*args, workdir_flag="--workdir"):
         return subprocess.run(
-            [sys.executable, "-m", "experiments.evaluate", f"--workdir={workdir}", *args],
+            [sys.executable, "-m", "experiments.evaluate", f"{workdir_flag}={workdir}", *args],
             cwd=ROOT, capture_output=True, text=True, timeout=300,
         )  # fmt: skip
 
@@ -168,17 +168,17 @@ def test_command_line_overrides_and_one_line_errors(trained_run, tmp_path):
         "type": ("--config.train.eval_batch_size=many", "error: flag --config.train.eval_batch"),
     }  # fmt: skip
     for name, (override, message) in errors.items():
-        result = evaluate(f"--outdir={tmp_path / name}", override)
+        # As absl reads flags: with a single dash too (the typo's "did you mean" shows that
+        # the run's config was found through it).
+        flag = "-workdir" if name == "typo" else "--workdir"
+        result = evaluate(f"--outdir={tmp_path / name}", override, workdir_flag=flag)
         assert result.returncode != 0
         assert re.match(message, result.stderr.strip().splitlines()[-1]), result.stderr[-2000:]
         assert not (tmp_path / name).exists()
-    # As absl reads flags: a single dash works, and a missing --workdir is one line.
-    result = evaluate(f"-outdir={tmp_path / 'dash'}", "--config.plots.num_examples=1")
-    assert result.returncode == 0 and (tmp_path / "dash" / "results.json").exists()
     result = subprocess.run(
         [sys.executable, "-m", "experiments.evaluate", f"--outdir={tmp_path / 'none'}"],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.stderr.strip().splitlines()[-1] == (
         "error: flag --workdir=None: Flag --workdir must have a value other than None."
-    ), result.stderr[-2000:]
+    ), result.stderr[-2000:]  # one line, not a config-field error
