@@ -89,12 +89,11 @@ class Checkpointer:
         """The steps of the complete checkpoints, oldest first."""
         return sorted(self.manager.all_steps())
 
-    def shape_mismatches(self, step: int, target: dict[str, Any]) -> list[str]:
+    def _shape_mismatches(self, step: int, part: dict[str, Any]) -> list[str]:
         """:func:`shape_mismatches` of checkpoint ``step`` (read from its metadata, no array
-        is loaded) and the checkpointed part of the train state ``target``."""
+        is loaded) and ``part``, the checkpointed part of a train state."""
         path = epath.Path(self.directory) / str(step) / "default"
-        stored = ocp.StandardCheckpointHandler().metadata(path)
-        return shape_mismatches(stored, {k: target[k] for k in CHECKPOINTED})
+        return shape_mismatches(ocp.StandardCheckpointHandler().metadata(path), part)
 
     def latest_step(self) -> int | None:
         """The step of the newest complete checkpoint, or None."""
@@ -120,7 +119,7 @@ class Checkpointer:
         part = {k: target[k] for k in CHECKPOINTED}
         # Shapes are checked against the checkpoint's metadata first: a clear message, and
         # no failed restore left behind in orbax's background threads.
-        mismatches = self.shape_mismatches(step, target)
+        mismatches = self._shape_mismatches(step, part)
         if mismatches:
             raise CheckpointMismatchError(step, self.directory, mismatches)
         if shardings is None:

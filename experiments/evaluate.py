@@ -15,8 +15,9 @@ Writes ``<outdir>/config.json`` (the config evaluated), ``<outdir>/results.json`
 (the metrics under ``"test"``, as training's results.json, plus the checkpoint step and
 the overrides: ``{field: [trained, evaluated]}``) and the task's plots under
 ``<outdir>/plots``. The run's workdir is only read: ``--outdir`` may not be the workdir
-or its checkpoints, and an ``<outdir>`` that already holds a results.json is refused.
-"""
+or its checkpoints, and an ``<outdir>`` that already holds a results.json, a config.json
+or checkpoints is refused. ``--defaults=configs/<name>.py`` fills in the fields a run
+saved by an older version lacks."""
 
 from __future__ import annotations
 
@@ -25,20 +26,18 @@ import os
 import time
 from typing import Any
 
-import jax
 import ml_collections
 from absl import app, flags, logging
-from flax import nnx
 from ml_collections import config_flags
 
 from experiments import steps
 from experiments.checkpoints import Checkpointer, CheckpointMismatchError
-from experiments.cli import first_message, parse_flags
+from experiments.cli import first_message
 from experiments.reporting import quiet_library_logs
 from experiments.setup import build_run
 from experiments.sharding import DataParallel, params_rule
 from experiments.sweep_grid import load_config_file
-from experiments.trainer import evaluate, write_json
+from experiments.trainer import evaluate, gather_model, write_json
 
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "The run to evaluate (its config.json and checkpoints)."
@@ -182,9 +181,7 @@ def evaluate_checkpoint(
     batch_size = parallel.round_up(config.train.eval_batch_size)
     metrics, outputs = evaluate(run.task, eval_step, state, run.data.test, batch_size, parallel)
     os.makedirs(outdir, exist_ok=True)
-    final = parallel.to_host({"params": state["params"], "model_state": state["model_state"]})
-    final = jax.device_put(final, jax.local_devices()[0])
-    model = nnx.merge(run.eval_graphdef, final["params"], run.rng_state, final["model_state"])
+    model = gather_model(run, parallel, state)
     plot_paths = run.task.plots(model, run.data, outputs, os.path.join(outdir, "plots"))
     results = {
         "test": metrics,
@@ -223,14 +220,11 @@ def _parse(argv: list[str]) -> list[str]:
     except (AttributeError, KeyError) as error:  # an override of a field the config lacks
         raise SystemExit(_unknown_field(first_message(error))) from None
     try:
-        return parse_flags(argv)
+        return flags.FLAGS(argv)
     except flags.Error as error:  # a value that does not parse as the field's type
         raise SystemExit(f"error: {first_message(error)}") from None
-    except SystemExit as error:  # parse_flags: an override of a field the config lacks
-        prefix = "error: unknown config field: "
-        if str(error.code).startswith(prefix):
-            raise SystemExit(_unknown_field(str(error.code)[len(prefix) :])) from None
-        raise
+    except (AttributeError, KeyError) as error:  # raised by the locked config's override
+        raise SystemExit(_unknown_field(first_message(error))) from None
 
 
 def _unknown_field(message: str) -> str:

@@ -159,6 +159,17 @@ def _prepare(run: RunSetup, parallel: DataParallel, checkpointer: Checkpointer):
     return shardings, state
 
 
+def gather_model(run: RunSetup, parallel: DataParallel, state) -> nnx.Module | None:
+    """The model of ``state`` in eval mode, on one local device of process 0 (None on the
+    other processes). Every process must call it: the gather spans them (arrays may be
+    sharded across processes)."""
+    final = parallel.to_host({"params": state["params"], "model_state": state["model_state"]})
+    if jax.process_index() != 0:
+        return None
+    final = jax.device_put(final, jax.local_devices()[0])
+    return nnx.merge(run.eval_graphdef, final["params"], run.rng_state, final["model_state"])
+
+
 def write_json(path: str, content: Any) -> None:
     with open(path + ".tmp", "w") as file:
         json.dump(content, file, indent=2, sort_keys=True)
@@ -215,13 +226,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         checkpointer.close()
         reporter.close()
 
-    # Every process joins the gather (arrays may be sharded across processes); only process 0
-    # draws, on one local device.
-    final = parallel.to_host({"params": state["params"], "model_state": state["model_state"]})
+    model = gather_model(run, parallel, state)
     plot_paths: list[str] = []
     if primary:
-        final = jax.device_put(final, jax.local_devices()[0])
-        model = nnx.merge(run.eval_graphdef, final["params"], run.rng_state, final["model_state"])
         plot_dir = os.path.join(workdir, "plots")
         plot_paths = [
             plots.learning_curve(reporter.history, os.path.join(plot_dir, "learning_curve.png"))
