@@ -1,7 +1,10 @@
 """Blur in video prediction: the sharpness metric and the gradient difference loss by
-hand, and the flow form of the predictor's advection (``advection_source='flow'``): the
+hand; the flow form of the predictor's advection (``advection_source='flow'``): the
 bilinear warp against a loop over pixels, its gradient against finite differences, the
-composition of per-frame offsets, and whole rollouts whose kernels are pinned by hand."""
+composition of per-frame offsets, and whole rollouts whose kernels are pinned by hand;
+and the splatting form (``advection_source='splat'``): the forward warp against a loop,
+as the warp's transpose, its gradients, and rollouts that move the context frame once
+by the summed moves (pinned kernels) or keep the context's motion (the matching prior)."""
 
 import jax
 import jax.numpy as jnp
@@ -19,7 +22,8 @@ from experiments.tasks.video_prediction import (
 )
 from gru_jax.models import VideoPredictor
 from gru_jax.models.advection import cell_offsets
-from gru_jax.models.video_ops import compose_offsets, kernel_offsets, warp
+from gru_jax.models.video_forecast import SPLAT_FEATURES
+from gru_jax.models.video_ops import compose_offsets, kernel_offsets, splat, warp
 from gru_jax.models.video_predictor import ADVECTION_EPS
 
 
@@ -87,18 +91,32 @@ def test_gradient_loss_weight_adds_the_gradient_difference():
     )
 
 
-def warp_by_loop(frames: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    """Bilinear backward warp, one output pixel and one neighbour at a time, in float64."""
-    batch, height, width, channels = frames.shape
+def bilinear_by_loop(frames: np.ndarray, vectors: np.ndarray, forward: bool) -> np.ndarray:
+    """Bilinear warp, one pixel and one neighbour at a time, in float64: backward
+    (``forward=False``, :func:`warp`: each output pixel reads the four pixels around its
+    own position plus its offset) or forward (:func:`splat`: each input pixel adds itself
+    to the four pixels around where its move lands)."""
+    batch, height, width, _ = frames.shape
     out = np.zeros(frames.shape, np.float64)
     for b, y, x in np.ndindex(batch, height, width):
-        sy, sx = y + offsets[b, y, x, 0], x + offsets[b, y, x, 1]
+        sy, sx = y + vectors[b, y, x, 0], x + vectors[b, y, x, 1]
         y0, x0 = int(np.floor(sy)), int(np.floor(sx))
         for r, c in ((y0, x0), (y0 + 1, x0), (y0, x0 + 1), (y0 + 1, x0 + 1)):
             if 0 <= r < height and 0 <= c < width:
                 weight = (1 - abs(sy - r)) * (1 - abs(sx - c))
-                out[b, y, x] += weight * frames[b, r, c]
+                if forward:
+                    out[b, r, c] += weight * frames[b, y, x]
+                else:
+                    out[b, y, x] += weight * frames[b, r, c]
     return out
+
+
+def warp_by_loop(frames: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    return bilinear_by_loop(frames, offsets, forward=False)
+
+
+def splat_by_loop(frames: np.ndarray, moves: np.ndarray) -> np.ndarray:
+    return bilinear_by_loop(frames, moves, forward=True)
 
 
 def test_warp_matches_a_loop_and_shifts_by_whole_pixels():
@@ -213,15 +231,22 @@ def test_flow_with_a_shut_mask_is_the_drawn_frame_and_options_are_checked():
     np.testing.assert_allclose(
         predicted, ADVECTION_EPS + (1 - 2 * ADVECTION_EPS) * drawn, atol=1e-5
     )
-    with pytest.raises(ValueError, match="advection_source='flow' needs output='advection'"):
-        VideoPredictor(1, advection_source="flow", rngs=nnx.Rngs(0))
-    with pytest.raises(ValueError, match="advection_motions=0, got 'advection', 2"):
+    for source in ("flow", "splat"):
+        with pytest.raises(ValueError, match=f"'{source}' needs output='advection'"):
+            VideoPredictor(1, advection_source=source, rngs=nnx.Rngs(0))
+        with pytest.raises(ValueError, match="advection_motions=0.*got 'advection', 2"):
+            VideoPredictor(
+                1, output="advection", advection_source=source, advection_motions=2,
+                rngs=nnx.Rngs(0),
+            )  # fmt: skip
+    with pytest.raises(ValueError, match="'splat' needs.*forecaster_motion=False, got .* True"):
         VideoPredictor(
-            1, output="advection", advection_source="flow", advection_motions=2,
-            rngs=nnx.Rngs(0),
+            1, output="advection", advection_source="splat", forecaster_motion=True,
+            motion_input="matching", rngs=nnx.Rngs(0),
         )  # fmt: skip
-    with pytest.raises(ValueError, match="teacher_future needs"):
-        model(context, 2, teacher_future=jnp.zeros((1, 2, 16, 16, 1)))
+    for predictor in (model, pinned_splat_model(tap=4)):
+        with pytest.raises(ValueError, match="teacher_future needs"):
+            predictor(context, 2, teacher_future=jnp.zeros((1, 2, 16, 16, 1)))
 
 
 def test_im2col_convolutions_give_the_same_predictor():
@@ -256,3 +281,125 @@ def test_im2col_convolutions_give_the_same_predictor():
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-4 * scale)
     with pytest.raises(ValueError, match="gradient must be one of"):
         VideoPredictor(1, convgru_gradient="fast", rngs=nnx.Rngs(0))
+
+
+def test_splat_matches_a_loop_is_the_transpose_of_warp_and_shifts_by_whole_pixels():
+    rng = np.random.default_rng(0)
+    frames = rng.uniform(size=(2, 5, 7, 2)).astype(np.float32)
+    moves = rng.uniform(-2.5, 2.5, size=(2, 5, 7, 2)).astype(np.float32)  # some land outside
+    splatted = np.asarray(splat(jnp.asarray(frames), jnp.asarray(moves)))
+    np.testing.assert_allclose(splatted, splat_by_loop(frames, moves), atol=1e-5)
+    probe = rng.standard_normal((2, 5, 7, 2)).astype(np.float32)
+    np.testing.assert_allclose(
+        np.sum(splatted * probe),
+        np.sum(frames * np.asarray(warp(jnp.asarray(probe), jnp.asarray(moves)))),
+        rtol=1e-5,
+    )
+    # A whole-pixel move (+1 row, -2 columns) pushes every pixel there: a shift.
+    whole = np.broadcast_to(np.float32([1.0, -2.0]), (2, 5, 7, 2))
+    shifted = np.asarray(splat(jnp.asarray(frames), jnp.asarray(whole)))
+    np.testing.assert_allclose(shifted[:, 1:, :-2], frames[:, :-1, 2:], atol=1e-6)
+    np.testing.assert_array_equal(shifted[:, 0], 0.0)  # nothing lands in the top row
+    np.testing.assert_array_equal(shifted[:, :, -2:], 0.0)
+    # Two pixels landing on one sum (a half-pixel move spreads one over two).
+    pair = np.zeros((1, 1, 4, 1), np.float32)
+    pair[0, 0, :2, 0] = [0.25, 0.5]
+    to_one = np.zeros((1, 1, 4, 2), np.float32)
+    to_one[0, 0, 0, 1] = 1.0  # pixel 0 onto pixel 1
+    to_one[0, 0, 1, 1] = 0.5  # pixel 1 halfway to pixel 2
+    np.testing.assert_allclose(
+        np.asarray(splat(jnp.asarray(pair), jnp.asarray(to_one)))[0, 0, :, 0], [0, 0.5, 0.25, 0]
+    )
+
+
+def test_splat_gradient_reaches_the_moves_and_the_frame():
+    rng = np.random.default_rng(1)
+    frames = jnp.asarray(rng.uniform(size=(1, 6, 6, 1)), jnp.float32)
+    probe = jnp.asarray(rng.standard_normal((1, 6, 6, 1)), jnp.float32)
+    loss = lambda moves, frames: jnp.sum(splat(frames, moves) * probe)
+    moves = jnp.asarray(rng.uniform(-1.4, 1.4, size=(1, 6, 6, 2)), jnp.float32)
+    grad_moves, grad_frames = jax.grad(loss, argnums=(0, 1))(moves, frames)
+    assert np.abs(grad_moves).max() > 0.1
+    for index in ((0, 2, 3, 1), (0, 4, 1, 0)):
+        step = 1e-2
+        numeric = float(loss(moves.at[index].add(step), frames) - loss(moves, frames)) / step
+        np.testing.assert_allclose(grad_moves[index], numeric, rtol=1e-2, atol=1e-3)
+    # Linear in the frame: its gradient is the probe warped back (the transpose).
+    np.testing.assert_allclose(grad_frames, warp(probe, moves), atol=1e-6)
+
+
+def pinned_splat_model(tap: int, **options) -> VideoPredictor:
+    """A splat model (patches of 4, 9-tap kernels) whose kernel head ignores the states and
+    puts nearly all weight of the vertical kernel on ``tap`` (offset ``tap - 4``, so a
+    move of ``4 - tap`` rows per frame) and of the horizontal kernel on offset 0."""
+    model = VideoPredictor(
+        1, patch_size=4, hidden_channels=(4, 3), output="advection", advection_source="splat",
+        rngs=nnx.Rngs(0), **options,
+    )  # fmt: skip
+    bias = np.full(18, -40.0, np.float32)
+    bias[tap], bias[9 + 4] = 40.0, 40.0
+    model.kernel_head.kernel.value = jnp.zeros_like(model.kernel_head.kernel.value)
+    model.kernel_head.bias.value = jnp.asarray(bias)
+    return model
+
+
+def test_splat_rollout_moves_the_context_frame_once_by_the_summed_moves(monkeypatch):
+    import gru_jax.models.video_forecast as forecast_module
+
+    splatted, inputs = [], []
+    original_project = forecast_module.project_frames
+
+    def recording_splat(frames, moves):
+        splatted.append((frames, moves))
+        return splat(frames, moves)
+
+    def recording_project(x, *args):
+        inputs.append(x)
+        return original_project(x, *args)
+
+    monkeypatch.setattr(forecast_module, "splat", recording_splat)
+    monkeypatch.setattr(forecast_module, "project_frames", recording_project)
+    model = pinned_splat_model(tap=3)  # pulls from one row above: content moves down a row
+    assert model.forecaster[0].in_channels == SPLAT_FEATURES
+    rng = np.random.default_rng(4)
+    context = jnp.asarray(rng.uniform(size=(2, 3, 16, 16, 1)), jnp.float32)
+    predicted = np.asarray(jax.nn.sigmoid(model(context, 4)))
+    last = np.asarray(context[:, -1])
+    for k in range(4):  # frame k+1 is the context frame moved down by k+1 rows, in one go
+        frames, moves = splatted[k]
+        np.testing.assert_allclose(frames, last)
+        np.testing.assert_allclose(moves, np.broadcast_to([k + 1.0, 0.0], moves.shape), atol=1e-5)
+        expected = ADVECTION_EPS + (1 - 2 * ADVECTION_EPS) * last[:, : 15 - k]
+        np.testing.assert_allclose(predicted[:, k, k + 1 :], expected, atol=1e-5)
+        np.testing.assert_allclose(predicted[:, k, : k + 1], ADVECTION_EPS, atol=1e-5)
+    # The first layer reads (moved rows, moved columns, row, column) per patch, over 16.
+    first_layer = inputs[::2]  # project_frames runs once per layer and step
+    centres = np.arange(4) * 4 + 1.5
+    for k, x in enumerate(first_layer):
+        x = np.asarray(x)
+        assert x.shape == (2, 4, 4, SPLAT_FEATURES)
+        np.testing.assert_allclose(x[..., 0], k / 16, atol=1e-6)
+        np.testing.assert_allclose(x[..., 1], 0.0, atol=1e-6)
+        np.testing.assert_allclose(x[0, :, 0, 2], (centres + k) / 16, atol=1e-6)
+        np.testing.assert_allclose(x[0, 0, :, 3], centres / 16, atol=1e-6)
+
+
+def test_splat_with_the_matching_prior_keeps_the_context_motion():
+    """Kernel head zeroed: the kernels are the block-matching prior of the last two
+    context frames at every step, so content that moved one row down per frame keeps
+    doing so (its centre of mass moves a row per predicted frame)."""
+    model = VideoPredictor(
+        1, patch_size=4, hidden_channels=(4,), output="advection", advection_source="splat",
+        advection_prior="matching", matching_radius=2, advection_kernel_size=5,
+        rngs=nnx.Rngs(0),
+    )  # fmt: skip
+    model.kernel_head.kernel.value = jnp.zeros_like(model.kernel_head.kernel.value)
+    model.kernel_head.bias.value = jnp.zeros_like(model.kernel_head.bias.value)
+    square = np.zeros((3, 24, 24, 1), np.float32)
+    for t in range(3):  # a 4x4 square moving down one row per frame
+        square[t, 4 + t : 8 + t, 10:14] = 1.0
+    predicted = np.asarray(jax.nn.sigmoid(model(jnp.asarray(square[None]), 3)))[0, ..., 0]
+    rows = np.arange(24)[:, None]
+    for k in range(3):
+        centre = (predicted[k] * rows).sum() / predicted[k].sum()
+        assert centre == pytest.approx(7.5 + k + 1, abs=0.15)

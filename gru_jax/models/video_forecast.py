@@ -21,14 +21,17 @@ from gru_jax.models.video_ops import (
     compose_offsets,
     depth_to_space,
     intensity_logits,
+    kernel_offsets,
     matching_prior,
     space_to_depth,
+    splat,
     unit_clip,
 )
 from gru_jax.ops.conv_gru import conv_gru_step, input_biases, project_frames, step_conv
 from gru_jax.ops.conv_same import conv2d_im2col
 
 Array = jax.Array
+SPLAT_FEATURES = 4  # advection_source='splat': the forecaster reads, per patch, (dy, dx, y, x)
 
 
 class ForecastMixin:
@@ -171,3 +174,60 @@ class ForecastMixin:
             return [mix_cells(frame, kernels, mask_logits, drawn, p) for frame in frames], flow
         flow = compose_offsets(cell_offsets(kernels, *drawn.shape[1:3]), flow)
         return [mix_warped(frame, flow, mask_logits, drawn, p) for frame in frames], flow
+
+    def _splat_forecast(self, context: Array, states: list[Array], num_future: int) -> Array:
+        """``advection_source='splat'``: the content of the last context frame carries its
+        own motion. The forecaster's grid stays the last context frame's (where the
+        encoder's final states are): each cell's kernel pair is read as its content's
+        displacement this step (the kernel's mean offset, negated: where the content
+        goes, not where a pixel's content comes from), interpolated linearly between the
+        cells' centres (the content of one digit stretches rather than tears where
+        neighbouring cells disagree); the moves add up per source pixel, and every
+        predicted frame is the last context frame's pixels splatted once to where they
+        have got to (:func:`~gru_jax.models.video_ops.splat`; overlaps summed, then
+        clipped to 1).
+        The first forecaster layer reads, per patch, its content's displacement so far
+        and its current position (both over the frame height), so a cell can tell when
+        its content meets a wall. There is no drawn frame and no mask: a prediction is
+        always the context frame's pixels moved, so it cannot smear: where the model is unsure
+        it can only stretch or misplace content (``docs/video_experiments.md``, round
+        8)."""
+        cells = list(self.forecaster)
+        weights = [c.step_weights() for c in cells]
+        convs = [step_conv(c.gradient) for c in cells]
+        frame = context[:, -1].astype(jnp.float32)
+        batch, height, width, _ = frame.shape
+        p = self.patch_size
+        centres = (
+            np.stack(np.meshgrid(np.arange(height // p), np.arange(width // p), indexing="ij"), -1)
+            * p
+            + (p - 1) / 2
+        ).astype(np.float32)
+        prior = (  # "keep moving as in the last two context frames", for every step
+            matching_prior(context[:, -2], frame, p, self.matching_radius)
+            if self.advection_prior == "matching"
+            else None
+        )
+        moved = jnp.zeros((batch, height, width, 2), jnp.float32)  # per source pixel
+        logits = []
+        for _ in range(num_future):
+            per_patch = space_to_depth(moved, p).reshape(batch, height // p, width // p, -1, 2)
+            per_patch = per_patch.mean(axis=3)  # [B, h, w, 2]: the patch's mean displacement
+            x = jnp.concatenate([per_patch, per_patch + centres], axis=-1) / height
+            for index, (cell, sw, conv) in enumerate(zip(cells, weights, convs)):
+                x_pre = project_frames(x, sw, conv)
+                x, _, _ = conv_gru_step(states[index], x_pre, sw, cell.reset_after, conv)
+                states[index] = x
+            _, kernel_logits, _ = self._head_outputs(jnp.concatenate(states, axis=-1))
+            kernels = cell_kernels(
+                kernel_logits,
+                self.cells_per_side,
+                self.patches_per_cell,
+                prior,
+                self.advection_temperature,
+            )
+            step_moves = -kernel_offsets(kernels)  # [B, rows, cols, 2]
+            moved = moved + jax.image.resize(step_moves, (batch, height, width, 2), method="linear")
+            predicted = unit_clip(splat(frame, moved))
+            logits.append(space_to_depth(intensity_logits(predicted), p))
+        return depth_to_space(jnp.stack(logits, axis=1), p)

@@ -208,3 +208,36 @@ def compose_offsets(step: Array, total: Array) -> Array:
     k - 1 (``step``) and frame k - 1's to the source (``total``), both ``f32[B, H, W, 2]``:
     ``step(p) + total(p + step(p))`` (``total`` sampled bilinearly, zero outside)."""
     return step + warp(total, step)
+
+
+def splat(frames: Array, displacements: Array) -> Array:
+    """Forward warp (bilinear splatting): every pixel of ``frames`` is moved by its own
+    displacement and shared among the four pixels around where it lands, which sum what
+    they receive (content moved off the frame is dropped).
+
+    ``frames f32[B, H, W, C]``, ``displacements f32[B, H, W, 2]`` (vertical, horizontal,
+    in pixels, fractional; given at the *source* pixel) → ``f32[B, H, W, C]``. The
+    transpose of :func:`warp`: ``Σ splat(f, d) · g = Σ f · warp(g, d)`` for every ``g``.
+    Where :func:`warp` asks each output pixel where its content comes from, this says
+    where each input pixel's content goes, so a displacement field attached to the
+    content (one per source cell) moves it without resampling it at every step."""
+    batch, height, width, channels = frames.shape
+    rows = jnp.arange(height, dtype=displacements.dtype)[None, :, None] + displacements[..., 0]
+    cols = jnp.arange(width, dtype=displacements.dtype)[None, None, :] + displacements[..., 1]
+    row0, col0 = jnp.floor(rows), jnp.floor(cols)
+    row_weights = (1 - (rows - row0), rows - row0)  # fractional parts, as in warp
+    col_weights = (1 - (cols - col0), cols - col0)
+    targets, values = [], []
+    for dy in (0, 1):
+        for dx in (0, 1):
+            r, c = row0 + dy, col0 + dx
+            inside = (r >= 0) & (r < height) & (c >= 0) & (c < width)
+            weight = jnp.where(inside, row_weights[dy] * col_weights[dx], 0.0)
+            index = jnp.clip(r, 0, height - 1) * width + jnp.clip(c, 0, width - 1)
+            targets.append(index.astype(jnp.int32).reshape(batch, -1))
+            values.append((weight[..., None] * frames).reshape(batch, -1, channels))
+    targets = jnp.concatenate(targets, axis=1)  # [B, 4·H·W]
+    values = jnp.concatenate(values, axis=1)  # [B, 4·H·W, C]
+    out = jnp.zeros((batch, height * width, channels), frames.dtype)
+    out = jax.vmap(lambda o, i, v: o.at[i].add(v))(out, targets, values)
+    return out.reshape(frames.shape)

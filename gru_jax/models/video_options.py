@@ -8,7 +8,7 @@ from math import inf
 FORECASTER_INPUTS = ("zeros", "prediction")
 FORECASTERS = ("separate", "shared")
 OUTPUTS = ("pixels", "advection")
-ADVECTION_SOURCES = ("previous", "context", "flow")
+ADVECTION_SOURCES = ("previous", "context", "flow", "splat")
 MOTION_INPUTS = ("none", "differences", "matching")
 ADVECTION_PRIORS = ("none", "matching")
 
@@ -74,6 +74,13 @@ def check_options(
         raise ValueError(
             "advection_source='flow' needs output='advection' and advection_motions=0, got "
             f"{output!r}, {advection_motions}"
+        )
+    if advection_source == "splat" and (
+        output != "advection" or advection_motions or forecaster_motion
+    ):
+        raise ValueError(
+            "advection_source='splat' needs output='advection', advection_motions=0 and "
+            f"forecaster_motion=False, got {output!r}, {advection_motions}, {forecaster_motion}"
         )
     if forecaster_motion and (
         motion_input != "matching" or output != "advection" or forecaster_input != "prediction"

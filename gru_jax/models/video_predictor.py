@@ -55,7 +55,7 @@ from flax import nnx
 
 from gru_jax.convgru import ConvGRU, ConvGRUCell, check_frames
 from gru_jax.initializers import flax_kernel_init
-from gru_jax.models.video_forecast import ForecastMixin
+from gru_jax.models.video_forecast import SPLAT_FEATURES, ForecastMixin
 from gru_jax.models.video_ops import (
     INTENSITY_EPS,
     MATCHING_TEMPERATURE,
@@ -139,7 +139,15 @@ class VideoPredictor(ForecastMixin, nnx.Module):
         displacement; the steps' displacements are composed into an offset field back to
         the last context frame, which is sampled once, bilinearly: the kernels say one
         frame's motion, as with ``'previous'``, but the content is not re-blurred by every
-        step's kernel spread; :func:`~gru_jax.models.video_ops.compose_offsets`).
+        step's kernel spread; :func:`~gru_jax.models.video_ops.compose_offsets`) or
+        ``'splat'`` (the content carries its motion: the forecaster's grid stays the last
+        context frame's, each cell's kernel pair is read as where its content moves this
+        step (interpolated between cell centres), the moves add up per source pixel, and
+        each predicted frame is the last context frame's pixels splatted once to there,
+        :func:`~gru_jax.models.video_ops.splat`; no drawn frame, no mask, so the
+        prediction cannot smear; the first forecaster layer reads each patch's move so
+        far and position, ``forecaster_input`` is unused, and ``advection_prior`` is the
+        last two context frames' matching at every step).
       advection_prior: ``'none'`` or ``'matching'``: add to the kernels' logits the motion
         block matching sees between the two frames before the predicted one (the last two
         context frames, then the model's own; :func:`matching_prior`), so the kernels
@@ -227,6 +235,8 @@ class VideoPredictor(ForecastMixin, nnx.Module):
         self.shared = forecaster == "shared"
         patch_features = patch_size * patch_size * channels
         first_input = patch_features + (motion_channels if forecaster_motion else 0)
+        if advection_source == "splat":  # per patch: its content's displacement, position
+            first_input = SPLAT_FEATURES
         inputs = (first_input, *hidden_channels[:-1])
         self.motion_input = motion_input
         self.matching_radius = matching_radius
@@ -358,6 +368,8 @@ class VideoPredictor(ForecastMixin, nnx.Module):
         states, encoder_outputs = self.encode(context)
         if self.shared:
             future = self._continue(states, num_future)
+        elif self.advection_source == "splat":
+            future = self._splat_forecast(context, states, num_future)
         else:
             future = self._forecast(context, states, num_future, teacher_future)
         if not return_context_logits:
