@@ -185,13 +185,12 @@ class ForecastMixin:
         neighbouring cells disagree); the moves add up per source pixel, and every
         predicted frame is the last context frame's pixels splatted once to where they
         have got to (:func:`~gru_jax.models.video_ops.splat`; overlaps summed, then
-        clipped to 1).
-        The first forecaster layer reads, per patch, its content's displacement so far
-        and its current position (both over the frame height), so a cell can tell when
-        its content meets a wall. There is no drawn frame and no mask: a prediction is
-        always the context frame's pixels moved, so it cannot smear: where the model is unsure
-        it can only stretch or misplace content (``docs/video_experiments.md``, round
-        8)."""
+        clipped to 1). The first forecaster layer reads, per patch, its content's
+        displacement so far and its current position (both over the frame height), so a
+        cell can tell when its content meets a wall. There is no drawn frame and no mask:
+        a prediction is always the context frame's pixels moved, so it cannot smear;
+        where the model is unsure it can only stretch or misplace content
+        (``docs/video_experiments.md``, round 8)."""
         cells = list(self.forecaster)
         weights = [c.step_weights() for c in cells]
         convs = [step_conv(c.gradient) for c in cells]
@@ -204,7 +203,7 @@ class ForecastMixin:
             + (p - 1) / 2
         ).astype(np.float32)
         prior = (  # "keep moving as in the last two context frames", for every step
-            matching_prior(context[:, -2], frame, p, self.matching_radius)
+            matching_prior(context[:, -min(2, context.shape[1])], frame, p, self.matching_radius)
             if self.advection_prior == "matching"
             else None
         )
