@@ -403,3 +403,10 @@ def test_splat_with_the_matching_prior_keeps_the_context_motion():
     for k in range(3):
         centre = (predicted[k] * rows).sum() / predicted[k].sum()
         assert centre == pytest.approx(7.5 + k + 1, abs=0.15)
+    # One context frame: the prior matches it against itself (no motion), and the
+    # prediction is that frame, unmoved.
+    still = np.asarray(jax.nn.sigmoid(model(jnp.asarray(square[None, -1:]), 2)))[0, ..., 0]
+    for k in range(2):
+        np.testing.assert_allclose(
+            still[k], ADVECTION_EPS + (1 - 2 * ADVECTION_EPS) * square[-1, ..., 0], atol=1e-3
+        )
