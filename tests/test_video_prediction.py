@@ -270,6 +270,11 @@ def test_advection_temperature_divides_the_kernel_logits_and_is_checked():
             build(advection_temperature=bad)
     with pytest.raises(ValueError, match="advection_temperature=0.5 needs output='advection'"):
         VideoPredictor(1, advection_temperature=0.5, rngs=nnx.Rngs(0))
+    for source in ("flow", "splat"):  # kernels read as mean offsets: T would move them
+        with pytest.raises(
+            ValueError, match=f"'previous' or 'context', got 'advection', '{source}'"
+        ):
+            build(advection_temperature=0.5, advection_source=source)
 
 
 def test_shared_motions_pool_the_patches_kernels_and_pick_one_source_per_pixel():

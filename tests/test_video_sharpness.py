@@ -328,16 +328,16 @@ def test_splat_gradient_reaches_the_moves_and_the_frame():
     np.testing.assert_allclose(grad_frames, warp(probe, moves), atol=1e-6)
 
 
-def pinned_splat_model(tap: int, **options) -> VideoPredictor:
+def pinned_splat_model(tap: int, horizontal_tap: int = 4, **options) -> VideoPredictor:
     """A splat model (patches of 4, 9-tap kernels) whose kernel head ignores the states and
     puts nearly all weight of the vertical kernel on ``tap`` (offset ``tap - 4``, so a
-    move of ``4 - tap`` rows per frame) and of the horizontal kernel on offset 0."""
+    move of ``4 - tap`` rows per frame) and of the horizontal one on ``horizontal_tap``."""
     model = VideoPredictor(
         1, patch_size=4, hidden_channels=(4, 3), output="advection", advection_source="splat",
         rngs=nnx.Rngs(0), **options,
     )  # fmt: skip
     bias = np.full(18, -40.0, np.float32)
-    bias[tap], bias[9 + 4] = 40.0, 40.0
+    bias[tap], bias[9 + horizontal_tap] = 40.0, 40.0
     model.kernel_head.kernel.value = jnp.zeros_like(model.kernel_head.kernel.value)
     model.kernel_head.bias.value = jnp.asarray(bias)
     return model
@@ -359,29 +359,60 @@ def test_splat_rollout_moves_the_context_frame_once_by_the_summed_moves(monkeypa
 
     monkeypatch.setattr(forecast_module, "splat", recording_splat)
     monkeypatch.setattr(forecast_module, "project_frames", recording_project)
-    model = pinned_splat_model(tap=3)  # pulls from one row above: content moves down a row
+    # Pulls from one row above and one column to the right: content moves down and left.
+    model = pinned_splat_model(tap=3, horizontal_tap=5)
     assert model.forecaster[0].in_channels == SPLAT_FEATURES
     rng = np.random.default_rng(4)
     context = jnp.asarray(rng.uniform(size=(2, 3, 16, 16, 1)), jnp.float32)
     predicted = np.asarray(jax.nn.sigmoid(model(context, 4)))
     last = np.asarray(context[:, -1])
-    for k in range(4):  # frame k+1 is the context frame moved down by k+1 rows, in one go
+    assert len(splatted) == 4 and len(inputs) == 8  # project_frames: once per layer and step
+    for k in range(4):  # frame k+1: the context frame moved by (k+1, -(k+1)), in one go
         frames, moves = splatted[k]
         np.testing.assert_allclose(frames, last)
-        np.testing.assert_allclose(moves, np.broadcast_to([k + 1.0, 0.0], moves.shape), atol=1e-5)
-        expected = ADVECTION_EPS + (1 - 2 * ADVECTION_EPS) * last[:, : 15 - k]
-        np.testing.assert_allclose(predicted[:, k, k + 1 :], expected, atol=1e-5)
+        np.testing.assert_allclose(
+            moves, np.broadcast_to([k + 1, -k - 1.0], moves.shape), atol=1e-5
+        )
+        expected = ADVECTION_EPS + (1 - 2 * ADVECTION_EPS) * last[:, : 15 - k, k + 1 :]
+        np.testing.assert_allclose(predicted[:, k, k + 1 :, : 15 - k], expected, atol=1e-5)
         np.testing.assert_allclose(predicted[:, k, : k + 1], ADVECTION_EPS, atol=1e-5)
+        np.testing.assert_allclose(predicted[:, k, :, 15 - k :], ADVECTION_EPS, atol=1e-5)
     # The first layer reads (moved rows, moved columns, row, column) per patch, over 16.
-    first_layer = inputs[::2]  # project_frames runs once per layer and step
+    first_layer = inputs[::2]
     centres = np.arange(4) * 4 + 1.5
     for k, x in enumerate(first_layer):
         x = np.asarray(x)
         assert x.shape == (2, 4, 4, SPLAT_FEATURES)
         np.testing.assert_allclose(x[..., 0], k / 16, atol=1e-6)
-        np.testing.assert_allclose(x[..., 1], 0.0, atol=1e-6)
+        np.testing.assert_allclose(x[..., 1], -k / 16, atol=1e-6)
         np.testing.assert_allclose(x[0, :, 0, 2], (centres + k) / 16, atol=1e-6)
-        np.testing.assert_allclose(x[0, 0, :, 3], centres / 16, atol=1e-6)
+        np.testing.assert_allclose(x[0, 0, :, 3], (centres - k) / 16, atol=1e-6)
+
+
+def test_splat_moves_are_interpolated_between_the_cell_centres(monkeypatch):
+    """Cells of 8 px (2x2 of them in a 16x16 frame), their moves set by hand: each pixel
+    moves by the linear interpolation of the cells' moves between their centres (3.5 and
+    11.5 px), held at the outer centres' values beyond them."""
+    import gru_jax.models.video_forecast as forecast_module
+
+    recorded = []
+    cell_moves = np.zeros((1, 2, 2, 2), np.float32)
+    cell_moves[0, :, 1, 0] = 4.0  # the right-hand cells move 4 rows down, the left ones not
+    cell_moves[0, 1, :, 1] = -2.0  # the lower cells move 2 columns left, the upper ones not
+    monkeypatch.setattr(forecast_module, "kernel_offsets", lambda kernels: -jnp.asarray(cell_moves))
+    monkeypatch.setattr(
+        forecast_module, "splat", lambda frames, moves: recorded.append(moves) or frames
+    )
+    model = pinned_splat_model(tap=4, advection_cell_size=8)
+    model(jnp.zeros((1, 2, 16, 16, 1)), 2)
+    assert len(recorded) == 2
+    ramp = np.clip((np.arange(16) - 3.5) / 8, 0, 1)  # 0 up to the first centre, 1 from the last
+    for k, moves in enumerate(recorded):
+        moves = np.asarray(moves)[0]
+        np.testing.assert_allclose(moves[..., 0], (k + 1) * 4 * np.tile(ramp, (16, 1)), atol=1e-5)
+        np.testing.assert_allclose(
+            moves[..., 1], (k + 1) * -2 * np.tile(ramp[:, None], (1, 16)), atol=1e-5
+        )
 
 
 def test_splat_with_the_matching_prior_keeps_the_context_motion():

@@ -65,10 +65,14 @@ def check_options(
         raise ValueError(
             f"advection_temperature must be a finite number > 0, got {advection_temperature!r}"
         )
-    if advection_temperature != 1 and output != "advection":
+    if advection_temperature != 1 and (
+        output != "advection" or advection_source not in ("previous", "context")
+    ):
+        # 'flow' and 'splat' read each kernel as its mean offset: a temperature would
+        # change the motion itself, not how sharply a frame is moved.
         raise ValueError(
-            f"advection_temperature={advection_temperature} needs output='advection', "
-            f"got {output!r}"
+            f"advection_temperature={advection_temperature} needs output='advection' and "
+            f"advection_source 'previous' or 'context', got {output!r}, {advection_source!r}"
         )
     if advection_source == "flow" and (output != "advection" or advection_motions):
         raise ValueError(

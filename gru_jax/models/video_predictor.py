@@ -122,7 +122,9 @@ class VideoPredictor(ForecastMixin, nnx.Module):
         likeliest offsets, so the moved frame keeps more of its edges, at a higher MSE
         (the per-pixel loss's optimum is the spread the model learned; on moving digits
         the extra edges are mostly texture, not digits: the docs' round 7). In training a
-        constant temperature only rescales what the kernel head learns.
+        constant temperature only rescales what the kernel head learns. Only with
+        ``advection_source`` ``'previous'`` or ``'context'`` (``'flow'`` and ``'splat'``
+        read a kernel as its mean offset, which a temperature would move).
       advection_motions: 0 for kernels per cell (above); ``K > 0`` for ``K`` kernel
         pairs shared by the whole frame instead (Finn et al.'s CDNA,
         :mod:`gru_jax.models.advection`): each pools the patches' kernel logits with a
