@@ -51,13 +51,9 @@ class ForecastMixin:
         cells = [layer.cell for layer in self.encoder]
         weights = [c.step_weights() for c in cells]
         logits = [self._logits(jnp.concatenate(states, axis=-1))]
+        convs = [step_conv(c.gradient) for c in cells]
         for _ in range(num_future - 1):
-            x = jax.nn.sigmoid(logits[-1])
-            for index, (cell, sw) in enumerate(zip(cells, weights)):
-                conv = step_conv(cell.gradient)
-                x_pre = project_frames(x, sw, conv)
-                x, _, _ = conv_gru_step(states[index], x_pre, sw, cell.reset_after, conv)
-                states[index] = x
+            _step_layers(jax.nn.sigmoid(logits[-1]), states, cells, weights, convs)
             logits.append(self._logits(jnp.concatenate(states, axis=-1)))
         return depth_to_space(jnp.stack(logits, axis=1), self.patch_size)
 
@@ -144,6 +140,13 @@ class ForecastMixin:
             first = self.head(jax.nn.gelu(first.astype(dtype))).astype(jnp.float32)
         return first, kernel_logits, mask_logits
 
+    def _kernel_logits(self, states: Array) -> Array:
+        """The kernel head alone on the concatenated states (``advection_source='splat'``
+        uses neither the drawing nor the mask head), as :meth:`_head_outputs` runs it."""
+        head = self.kernel_head
+        dtype = jnp.dtype(self.head.dtype or self.head.kernel.dtype)
+        return conv2d_im2col(states, head.kernel[...].astype(dtype)) + head.bias[...]
+
     def _advect(
         self,
         kernel_logits: Array,
@@ -213,13 +216,9 @@ class ForecastMixin:
             per_patch = space_to_depth(moved, p).reshape(batch, height // p, width // p, -1, 2)
             per_patch = per_patch.mean(axis=3)  # [B, h, w, 2]: the patch's mean displacement
             x = jnp.concatenate([per_patch, per_patch + centres], axis=-1) / height
-            for index, (cell, sw, conv) in enumerate(zip(cells, weights, convs)):
-                x_pre = project_frames(x, sw, conv)
-                x, _, _ = conv_gru_step(states[index], x_pre, sw, cell.reset_after, conv)
-                states[index] = x
-            _, kernel_logits, _ = self._head_outputs(jnp.concatenate(states, axis=-1))
+            _step_layers(x, states, cells, weights, convs)
             kernels = cell_kernels(
-                kernel_logits,
+                self._kernel_logits(jnp.concatenate(states, axis=-1)),
                 self.cells_per_side,
                 self.patches_per_cell,
                 prior,
@@ -230,3 +229,12 @@ class ForecastMixin:
             predicted = unit_clip(splat(frame, moved))
             logits.append(space_to_depth(intensity_logits(predicted), p))
         return depth_to_space(jnp.stack(logits, axis=1), p)
+
+
+def _step_layers(x: Array, states: list[Array], cells, weights, convs) -> None:
+    """One step of a ConvGRU stack on input ``x``: each layer reads the new state of the
+    one below; ``states`` (one per layer) is updated in place."""
+    for index, (cell, sw, conv) in enumerate(zip(cells, weights, convs)):
+        x_pre = project_frames(x, sw, conv)
+        x, _, _ = conv_gru_step(states[index], x_pre, sw, cell.reset_after, conv)
+        states[index] = x

@@ -172,6 +172,27 @@ def kernel_offsets(kernels: Array) -> Array:
     return jnp.sum(kernels * taps, axis=-1)
 
 
+def _bilinear_taps(vectors: Array):
+    """The four pixels around each point ``(y, x) + vectors[b, y, x]`` (``vectors
+    f32[B, H, W, 2]``, in pixels) as ``(flat index i32[B, H, W], weight f32[B, H, W])``
+    pairs; the weight is 0 for a pixel outside the frame (whose index is clipped into it).
+    Weights from the fractional parts (not 1 - |distance|): their gradient is the same on
+    both sides of an integer offset, where |.| would have none."""
+    height, width = vectors.shape[1:3]
+    rows = jnp.arange(height, dtype=vectors.dtype)[None, :, None] + vectors[..., 0]
+    cols = jnp.arange(width, dtype=vectors.dtype)[None, None, :] + vectors[..., 1]
+    row0, col0 = jnp.floor(rows), jnp.floor(cols)
+    row_weights = (1 - (rows - row0), rows - row0)
+    col_weights = (1 - (cols - col0), cols - col0)
+    for dy in (0, 1):
+        for dx in (0, 1):
+            r, c = row0 + dy, col0 + dx
+            inside = (r >= 0) & (r < height) & (c >= 0) & (c < width)
+            index = jnp.clip(r, 0, height - 1) * width + jnp.clip(c, 0, width - 1)
+            weight = jnp.where(inside, row_weights[dy] * col_weights[dx], 0.0)
+            yield index.astype(jnp.int32), weight
+
+
 def warp(frames: Array, offsets: Array) -> Array:
     """Backward warp with bilinear interpolation: ``out[b, y, x] = frames[b, y + oy, x + ox]``
     for ``offsets[b, y, x] = (oy, ox)`` in pixels (fractional), zeros outside the frame.
@@ -180,26 +201,11 @@ def warp(frames: Array, offsets: Array) -> Array:
     gradient reaches the offsets through the interpolation weights (one pixel either side of
     the sampled point), as in spatial transformer networks."""
     batch, height, width, channels = frames.shape
-    rows = jnp.arange(height, dtype=offsets.dtype)[None, :, None] + offsets[..., 0]
-    cols = jnp.arange(width, dtype=offsets.dtype)[None, None, :] + offsets[..., 1]
-    row0, col0 = jnp.floor(rows), jnp.floor(cols)
-    # Weights from the fractional parts (not 1 - |distance|): their gradient is the same
-    # on both sides of an integer offset, where |.| would have none.
-    row_weights = (1 - (rows - row0), rows - row0)
-    col_weights = (1 - (cols - col0), cols - col0)
     flat = frames.reshape(batch, height * width, channels)
     out = jnp.zeros_like(frames)
-    for dy in (0, 1):
-        for dx in (0, 1):
-            r, c = row0 + dy, col0 + dx
-            weight = row_weights[dy] * col_weights[dx]
-            inside = (r >= 0) & (r < height) & (c >= 0) & (c < width)
-            index = (jnp.clip(r, 0, height - 1) * width + jnp.clip(c, 0, width - 1)).astype(
-                jnp.int32
-            )
-            picked = jnp.take_along_axis(flat, index.reshape(batch, -1, 1), axis=1)
-            picked = picked.reshape(frames.shape)
-            out = out + jnp.where(inside, weight, 0.0)[..., None] * picked
+    for index, weight in _bilinear_taps(offsets):
+        picked = jnp.take_along_axis(flat, index.reshape(batch, -1, 1), axis=1)
+        out = out + weight[..., None] * picked.reshape(frames.shape)
     return out
 
 
@@ -222,22 +228,11 @@ def splat(frames: Array, displacements: Array) -> Array:
     where each input pixel's content goes, so a displacement field attached to the
     content (one per source cell) moves it without resampling it at every step."""
     batch, height, width, channels = frames.shape
-    rows = jnp.arange(height, dtype=displacements.dtype)[None, :, None] + displacements[..., 0]
-    cols = jnp.arange(width, dtype=displacements.dtype)[None, None, :] + displacements[..., 1]
-    row0, col0 = jnp.floor(rows), jnp.floor(cols)
-    row_weights = (1 - (rows - row0), rows - row0)  # fractional parts, as in warp
-    col_weights = (1 - (cols - col0), cols - col0)
-    targets, values = [], []
-    for dy in (0, 1):
-        for dx in (0, 1):
-            r, c = row0 + dy, col0 + dx
-            inside = (r >= 0) & (r < height) & (c >= 0) & (c < width)
-            weight = jnp.where(inside, row_weights[dy] * col_weights[dx], 0.0)
-            index = jnp.clip(r, 0, height - 1) * width + jnp.clip(c, 0, width - 1)
-            targets.append(index.astype(jnp.int32).reshape(batch, -1))
-            values.append((weight[..., None] * frames).reshape(batch, -1, channels))
-    targets = jnp.concatenate(targets, axis=1)  # [B, 4·H·W]
-    values = jnp.concatenate(values, axis=1)  # [B, 4·H·W, C]
+    taps = list(_bilinear_taps(displacements))
+    targets = jnp.concatenate([index.reshape(batch, -1) for index, _ in taps], axis=1)
+    values = jnp.concatenate(  # [B, 4·H·W, C], one value per (source pixel, neighbour)
+        [(weight[..., None] * frames).reshape(batch, -1, channels) for _, weight in taps], axis=1
+    )
     out = jnp.zeros((batch, height * width, channels), frames.dtype)
     out = jax.vmap(lambda o, i, v: o.at[i].add(v))(out, targets, values)
     return out.reshape(frames.shape)
