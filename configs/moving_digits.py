@@ -46,7 +46,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.output = "advection"  # 'pixels' (head draws) | 'advection' (moves last frame)
     config.model.advection_kernel_size = 9  # advection window: reaches 4 px per frame
     config.model.advection_cell_size = 16  # px per kernel pair: 2×2 patches (8: one per patch)
-    config.model.advection_motions = 0  # 0: kernels per cell; K: K shared by the frame
+    config.model.advection_motions = 0  # 0: kernels per cell; K: K shared (splat: K layers)
     config.model.advection_temperature = 1.0  # kernel softmax temperature (<1: sharper)
     config.model.advection_source = "previous"  # 'previous' | 'context' | 'flow' | 'splat'
     config.model.advection_prior = "none"  # kernel logits += 'matching' of the last 2 frames

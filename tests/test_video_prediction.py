@@ -320,7 +320,7 @@ def test_shared_motions_pool_the_patches_kernels_and_pick_one_source_per_pixel()
         VideoPredictor(1, output="advection", advection_motions=-1, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="needs output='advection' and advection_prior='none'"):
         VideoPredictor(1, output="pixels", advection_motions=2, rngs=nnx.Rngs(0))
-    with pytest.raises(ValueError, match="advection_prior='none', got 2, 'advection', 'match"):
+    with pytest.raises(ValueError, match=r"'none' \(or advection_source='splat'\), got 2, 'adv"):
         VideoPredictor(
             1, output="advection", advection_motions=2, advection_prior="matching",
             rngs=nnx.Rngs(0),

@@ -234,11 +234,10 @@ def test_flow_with_a_shut_mask_is_the_drawn_frame_and_options_are_checked():
     for source in ("flow", "splat"):
         with pytest.raises(ValueError, match=f"'{source}' needs output='advection'"):
             VideoPredictor(1, advection_source=source, rngs=nnx.Rngs(0))
-        with pytest.raises(ValueError, match="advection_motions=0.*got 'advection', 2"):
-            VideoPredictor(
-                1, output="advection", advection_source=source, advection_motions=2,
-                rngs=nnx.Rngs(0),
-            )  # fmt: skip
+    with pytest.raises(ValueError, match="advection_motions=0.*got 'advection', 2"):
+        VideoPredictor(
+            1, output="advection", advection_source="flow", advection_motions=2, rngs=nnx.Rngs(0)
+        )
     with pytest.raises(ValueError, match="'splat' needs.*forecaster_motion=False, got .* True"):
         VideoPredictor(
             1, output="advection", advection_source="splat", forecaster_motion=True,

@@ -23,7 +23,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from gru_jax.models.video_ops import advect, depth_to_space, kernel_offsets, warp
+from gru_jax.models.video_ops import advect, depth_to_space, kernel_offsets, splat, warp
 
 Array = jax.Array
 
@@ -73,6 +73,50 @@ def motion_kernels(logits: Array, motions: int, temperature: float = 1.0) -> tup
     pooled = jnp.einsum("bnm,bnmk->bmk", attention, logits[..., :-1])
     kernels = jax.nn.softmax(pooled.reshape(batch, motions, 2, -1) / temperature, axis=-1)
     return kernels, attention.reshape(batch, rows, cols, motions)
+
+
+def pool_prior(prior: tuple, content: Array) -> Array:
+    """The per-patch prior (two ``f32[B, h, w, k]`` logits, vertical and horizontal)
+    averaged over each layer's patches, weighted by the layer's content there
+    (``content f32[B, h, w, K]``; a layer with no content gets the plain mean) →
+    ``f32[B, K, 2, k]``."""
+    prior = jnp.stack(prior, axis=-2)  # [B, h, w, 2, k]
+    weight = content + 1e-6
+    weight = weight / weight.sum(axis=(1, 2), keepdims=True)
+    return jnp.einsum("bhwm,bhwck->bmck", weight, prior)
+
+
+def layer_moves(logits: Array, motions: int, content: Array, prior: Array | None = None) -> Array:
+    """Each layer's displacement this step, ``f32[B, K, 2]`` (vertical, horizontal, in
+    pixels: where its content goes) from the kernel head's ``logits f32[B, h, w,
+    K · (2k + 1)]`` (per motion ``[vertical k | horizontal k | score]``, as
+    :func:`motion_kernels`). Motion ``m``'s logits are pooled over the patches with a
+    softmax of ``score_m + log(content_m + 1e-3)`` (``content f32[B, h, w, K]``: how much
+    of layer ``m`` each patch holds now, so a layer's motion is read where its content
+    is), plus the layer's ``prior f32[B, K, 2, k]`` (:func:`pool_prior`); the kernels are
+    their softmax, and a move is minus a kernel's mean offset (a kernel says where a
+    pixel's content comes from)."""
+    batch, rows, cols, width = logits.shape
+    logits = logits.reshape(batch, rows * cols, motions, width // motions)
+    score = logits[..., -1] + jnp.log(content.reshape(batch, rows * cols, motions) + 1e-3)
+    attention = jax.nn.softmax(score, axis=1)  # [B, h·w, K]
+    pooled = jnp.einsum("bnm,bnmk->bmk", attention, logits[..., :-1])
+    pooled = pooled.reshape(batch, motions, 2, -1)
+    if prior is not None:
+        pooled = pooled + prior
+    return -kernel_offsets(jax.nn.softmax(pooled, axis=-1))
+
+
+def move_layers(frame: Array, assignment: Array, displacements: Array) -> list[Array]:
+    """The layers of ``frame f32[B, H, W, C]`` (``assignment f32[B, H, W, K]``: each
+    pixel's share in each layer, summing to 1), each splatted rigidly by its own
+    ``displacements f32[B, K, 2]`` (vertical, horizontal, in pixels): ``K`` frames whose
+    sum is the prediction."""
+    shape = (*frame.shape[:3], 2)
+    return [
+        splat(frame * assignment[..., m : m + 1], jnp.broadcast_to(d[:, None, None], shape))
+        for m, d in enumerate(jnp.moveaxis(displacements, 1, 0))
+    ]
 
 
 def mix_cells(frame: Array, kernels: Array, mask_logits: Array, drawn: Array, p: int) -> Array:

@@ -12,10 +12,13 @@ import numpy as np
 from gru_jax.models.advection import (
     cell_kernels,
     cell_offsets,
+    layer_moves,
     mix_cells,
     mix_motions,
     mix_warped,
     motion_kernels,
+    move_layers,
+    pool_prior,
 )
 from gru_jax.models.video_ops import (
     compose_offsets,
@@ -140,10 +143,10 @@ class ForecastMixin:
             first = self.head(jax.nn.gelu(first.astype(dtype))).astype(jnp.float32)
         return first, kernel_logits, mask_logits
 
-    def _kernel_logits(self, states: Array) -> Array:
-        """The kernel head alone on the concatenated states (``advection_source='splat'``
-        uses neither the drawing nor the mask head), as :meth:`_head_outputs` runs it."""
-        head = self.kernel_head
+    def _kernel_logits(self, states: Array, head=None) -> Array:
+        """The kernel head (or ``head``) alone on the concatenated states
+        (``advection_source='splat'`` has no drawn frame), as :meth:`_head_outputs` runs it."""
+        head = self.kernel_head if head is None else head
         dtype = jnp.dtype(self.head.dtype or self.head.kernel.dtype)
         return conv2d_im2col(states, head.kernel[...].astype(dtype)) + head.bias[...]
 
@@ -194,6 +197,8 @@ class ForecastMixin:
         a prediction is always the context frame's pixels moved, so it cannot smear;
         where the model is unsure it can only stretch or misplace content
         (``docs/video_experiments.md``, round 8)."""
+        if self.motions:
+            return self._layer_forecast(context, states, num_future)
         cells = list(self.forecaster)
         weights = [c.step_weights() for c in cells]
         convs = [step_conv(c.gradient) for c in cells]
@@ -227,6 +232,57 @@ class ForecastMixin:
             step_moves = -kernel_offsets(kernels)  # [B, rows, cols, 2]
             moved = moved + jax.image.resize(step_moves, (batch, height, width, 2), method="linear")
             predicted = unit_clip(splat(frame, moved))
+            logits.append(space_to_depth(intensity_logits(predicted), p))
+        return depth_to_space(jnp.stack(logits, axis=1), p)
+
+    def _layer_forecast(self, context: Array, states: list[Array], num_future: int) -> Array:
+        """``advection_source='splat'`` with ``advection_motions=K``: the last context
+        frame is split once into ``K`` soft layers (a per-pixel softmax over ``K`` of the
+        mask head on the encoder's final states); at every step each layer moves rigidly
+        by its own displacement (:func:`~gru_jax.models.advection.layer_moves`: the
+        kernel head's per-patch logits for that motion, pooled where the layer's content
+        is now, plus, with ``advection_prior='matching'``, the last two context frames'
+        matching pooled over the layer's content in the last context frame), the moves
+        add up, each layer is splatted once to where it has got to, and the prediction is
+        the sum of the moved layers (clipped to 1). The forecaster reads the moved layers
+        (per patch, ``K`` images side by side) and runs on the current frame's grid."""
+        cells = list(self.forecaster)
+        weights = [c.step_weights() for c in cells]
+        convs = [step_conv(c.gradient) for c in cells]
+        frame = context[:, -1].astype(jnp.float32)
+        batch, height, width, _ = frame.shape
+        p, motions = self.patch_size, self.motions
+        assignment = jax.nn.softmax(  # [B, H, W, K]: each pixel's share in each layer
+            depth_to_space(
+                self._kernel_logits(jnp.concatenate(states, axis=-1), self.mask_head), p
+            ).astype(jnp.float32),
+            axis=-1,
+        )
+        total = jnp.zeros((batch, motions, 2), jnp.float32)  # each layer's move so far
+        moved = move_layers(frame, assignment, total)
+
+        def content(images):  # [B, h, w, K]: mean of each layer over each patch
+            return jnp.stack([space_to_depth(image, p).mean(axis=-1) for image in images], axis=-1)
+
+        prior = None
+        if self.advection_prior == "matching":  # "keep moving as before", per layer
+            before = context[:, -min(2, context.shape[1])].astype(jnp.float32)
+            prior = pool_prior(
+                matching_prior(before, frame, p, self.matching_radius), content(moved)
+            )
+        logits = []
+        for _ in range(num_future):
+            x = jnp.concatenate([space_to_depth(image, p) for image in moved], axis=-1)
+            _step_layers(x, states, cells, weights, convs)
+            step = layer_moves(
+                self._kernel_logits(jnp.concatenate(states, axis=-1)),
+                motions,
+                content(moved),
+                prior,
+            )
+            total = total + step
+            moved = move_layers(frame, assignment, total)
+            predicted = unit_clip(sum(moved))
             logits.append(space_to_depth(intensity_logits(predicted), p))
         return depth_to_space(jnp.stack(logits, axis=1), p)
 

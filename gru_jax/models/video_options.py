@@ -55,11 +55,13 @@ def check_options(
             f"output={output!r}, {advection_kernel_size}, {matching_radius}"
         )
     if advection_motions < 0 or (
-        advection_motions and (advection_prior != "none" or output != "advection")
+        advection_motions
+        and (output != "advection" or (advection_prior != "none" and advection_source != "splat"))
     ):
         raise ValueError(
             "advection_motions must be >= 0 and, when > 0, needs output='advection' and "
-            f"advection_prior='none', got {advection_motions}, {output!r}, {advection_prior!r}"
+            "advection_prior='none' (or advection_source='splat'), got "
+            f"{advection_motions}, {output!r}, {advection_prior!r}"
         )
     if not (isinstance(advection_temperature, (int, float)) and 0 < advection_temperature < inf):
         raise ValueError(
@@ -79,12 +81,10 @@ def check_options(
             "advection_source='flow' needs output='advection' and advection_motions=0, got "
             f"{output!r}, {advection_motions}"
         )
-    if advection_source == "splat" and (
-        output != "advection" or advection_motions or forecaster_motion
-    ):
+    if advection_source == "splat" and (output != "advection" or forecaster_motion):
         raise ValueError(
-            "advection_source='splat' needs output='advection', advection_motions=0 and "
-            f"forecaster_motion=False, got {output!r}, {advection_motions}, {forecaster_motion}"
+            "advection_source='splat' needs output='advection' and forecaster_motion=False, "
+            f"got {output!r}, {forecaster_motion}"
         )
     if forecaster_motion and (
         motion_input != "matching" or output != "advection" or forecaster_input != "prediction"

@@ -132,6 +132,12 @@ class VideoPredictor(ForecastMixin, nnx.Module):
         frames and the drawn frame mixes them (``advection_cell_size`` is then unused).
         A motion is then estimated from every patch its content covers, not from one cell
         (on moving digits it learned more slowly than 16×16 cells: the docs' round 5).
+        With ``advection_source='splat'``, ``K`` layers instead: a per-pixel softmax of
+        the mask head on the encoder's final states splits the last context frame into
+        ``K`` soft layers, each moved rigidly by its own motion per step (pooled where the
+        layer's content is now, plus the matching prior pooled over its content) and
+        splatted; the prediction is the layers' sum, and the forecaster reads the moved
+        layers (:func:`~gru_jax.models.advection.layer_moves`; the docs' round 9).
       advection_source: which frame the kernels move: ``'previous'`` (the previous frame,
         as in Finn et al.: the kernels say one frame's motion, and the moves compound, so
         each imprecise step blurs the next) or ``'context'`` (always the last context
@@ -149,12 +155,14 @@ class VideoPredictor(ForecastMixin, nnx.Module):
         :func:`~gru_jax.models.video_ops.splat`; no drawn frame, no mask, so the
         prediction cannot smear; the first forecaster layer reads each patch's move so
         far and position, ``forecaster_input`` is unused, and ``advection_prior`` is the
-        last two context frames' matching at every step).
+        last two context frames' matching at every step; with ``advection_motions=K``,
+        ``K`` rigid layers instead of moves per cell, see above).
       advection_prior: ``'none'`` or ``'matching'``: add to the kernels' logits the motion
         block matching sees between the two frames before the predicted one (the last two
         context frames, then the model's own; :func:`matching_prior`), so the kernels
         start from "keep moving as before" and the states only correct it (bounces,
-        overlaps). Needs ``advection_kernel_size == 2 * matching_radius + 1``.
+        overlaps). Needs ``advection_kernel_size == 2 * matching_radius + 1``; with
+        ``advection_motions``, only in the layered form (``advection_source='splat'``).
       motion_input: what the encoder reads besides each context frame's patches:
         ``'none'``; ``'differences'`` (the patches' change since the previous frame); or
         ``'matching'`` (block matching against the previous frame, :func:`matching_costs`
@@ -239,6 +247,8 @@ class VideoPredictor(ForecastMixin, nnx.Module):
         first_input = patch_features + (motion_channels if forecaster_motion else 0)
         if advection_source == "splat":  # per patch: its content's displacement, position
             first_input = SPLAT_FEATURES
+            if advection_motions:  # or the K moved layers' pixels
+                first_input = patch_features * advection_motions
         inputs = (first_input, *hidden_channels[:-1])
         self.motion_input = motion_input
         self.matching_radius = matching_radius
@@ -307,7 +317,9 @@ class VideoPredictor(ForecastMixin, nnx.Module):
             else 2 * advection_kernel_size * self.cells_per_side**2
         )
         mask_logits = (
-            patch_size**2 * (advection_motions + 1) if advection_motions else patch_features
+            patch_size**2 * (advection_motions + (advection_source != "splat"))
+            if advection_motions
+            else patch_features
         )
         self.kernel_head = conv(states, kernel_logits, rngs=rngs) if self.advection else None
         self.mask_head = conv(states, mask_logits, rngs=rngs) if self.advection else None

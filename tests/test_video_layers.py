@@ -1,0 +1,210 @@
+"""The layered splatting form of the video predictor (``advection_source='splat'`` with
+``advection_motions=K``): the context frame split into soft layers that move rigidly
+(by hand, and the assignment's gradient that compares where the layers put a pixel), the
+pooling of each layer's motion where its content is and of its prior, and whole rollouts
+with the heads pinned by hand or left to the matching prior."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from gru_jax.models import VideoPredictor
+from gru_jax.models.advection import layer_moves, move_layers, pool_prior
+from gru_jax.models.video_ops import space_to_depth
+from gru_jax.models.video_predictor import ADVECTION_EPS
+
+
+def shifted(frame: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    """``frame [B, H, W, C]`` moved by whole pixels, zeros where nothing lands."""
+    out = np.zeros_like(frame)
+    height, width = frame.shape[1:3]
+    src_r = slice(max(0, -rows), min(height, height - rows))
+    dst_r = slice(max(0, rows), min(height, height + rows))
+    src_c = slice(max(0, -cols), min(width, width - cols))
+    dst_c = slice(max(0, cols), min(width, width + cols))
+    out[:, dst_r, dst_c] = frame[:, src_r, src_c]
+    return out
+
+
+def test_move_layers_splits_the_frame_and_moves_each_layer_rigidly():
+    rng = np.random.default_rng(0)
+    frame = rng.uniform(size=(2, 6, 8, 2)).astype(np.float32)
+    logits = rng.standard_normal((2, 6, 8, 3)).astype(np.float32)
+    assignment = np.asarray(jax.nn.softmax(jnp.asarray(logits), axis=-1))
+    still = move_layers(jnp.asarray(frame), jnp.asarray(assignment), jnp.zeros((2, 3, 2)))
+    assert len(still) == 3
+    np.testing.assert_allclose(sum(np.asarray(x) for x in still), frame, atol=1e-6)
+    moves = np.float32([[1, 0], [0, -2], [-1, 3]])
+    moved = move_layers(
+        jnp.asarray(frame), jnp.asarray(assignment), jnp.asarray(np.stack([moves, -moves]))
+    )
+    for m, layer in enumerate(moved):
+        share = frame * assignment[..., m : m + 1]
+        np.testing.assert_allclose(layer[:1], shifted(share[:1], *moves[m].astype(int)), atol=1e-6)
+        np.testing.assert_allclose(layer[1:], shifted(share[1:], *-moves[m].astype(int)), atol=1e-6)
+
+
+def test_the_assignment_gradient_compares_where_the_layers_put_a_pixel():
+    """One bright pixel shared half-half by two layers that move it 3 columns right and 3
+    left; the target has it on the right. The assignment's gradient favours the right-hand
+    layer, though the two destinations are 6 pixels apart (far beyond the reach of a
+    bilinear gradient of one pixel's displacement)."""
+    frame = np.zeros((1, 5, 11, 1), np.float32)
+    frame[0, 2, 5] = 1.0
+    target = jnp.asarray(shifted(frame, 0, 3))
+    moves = jnp.asarray([[[0.0, 3.0], [0.0, -3.0]]])
+
+    def loss(logits):
+        assignment = jax.nn.softmax(logits, axis=-1)
+        return jnp.sum((sum(move_layers(jnp.asarray(frame), assignment, moves)) - target) ** 2)
+
+    logits = jnp.zeros((1, 5, 11, 2))
+    grad = np.asarray(jax.grad(loss)(logits))
+    assert grad[0, 2, 5, 0] < -0.1 and grad[0, 2, 5, 1] > 0.1
+    step = 1e-3
+    numeric = float(loss(logits.at[0, 2, 5, 0].add(step)) - loss(logits)) / step
+    np.testing.assert_allclose(grad[0, 2, 5, 0], numeric, rtol=1e-2)
+
+
+def test_layer_moves_are_read_where_each_layers_content_is():
+    """Two motions over a 2x2 grid of patches with 3-tap kernels. Layer 0's content is in
+    patch (0, 0), layer 1's in patch (1, 1); each patch's logits pin a different tap, so
+    each motion is the one of the patch that holds its content."""
+    k, motions = 3, 2
+    logits = np.zeros((1, 2, 2, motions, 2 * k + 1), np.float32)
+    logits[0, 0, 0, 0, [0, k + 2]] = 30.0  # motion 0 at patch (0, 0): pulls from (-1, +1)
+    logits[0, 1, 1, 0, [2, k + 2]] = 30.0  # ... at patch (1, 1) it would pull from (+1, +1)
+    logits[0, 1, 1, 1, [2, k + 0]] = 30.0  # motion 1 at patch (1, 1): pulls from (+1, -1)
+    content = np.zeros((1, 2, 2, motions), np.float32)
+    content[0, 0, 0, 0] = 0.6
+    content[0, 1, 1, 1] = 0.3
+    moves = layer_moves(jnp.asarray(logits.reshape(1, 2, 2, -1)), motions, jnp.asarray(content))
+    # A move is where content goes: minus where a pixel's content comes from.
+    np.testing.assert_allclose(moves, [[[1.0, -1.0], [-1.0, 1.0]]], atol=2e-3)
+    # The prior is added to the pooled logits: zero logits, a prior pinning taps.
+    prior = np.full((1, motions, 2, k), -30.0, np.float32)
+    prior[0, 0, 0, 1] = prior[0, 0, 1, 2] = 0.0  # motion 0: pulls from (0, +1)
+    prior[0, 1, 0, 0] = prior[0, 1, 1, 1] = 0.0  # motion 1: pulls from (-1, 0)
+    moves = layer_moves(
+        jnp.zeros((1, 2, 2, motions * (2 * k + 1))), motions, jnp.asarray(content),
+        jnp.asarray(prior),
+    )  # fmt: skip
+    np.testing.assert_allclose(moves, [[[0.0, -1.0], [1.0, 0.0]]], atol=1e-6)
+
+
+def test_pool_prior_is_the_content_weighted_mean_per_layer():
+    rng = np.random.default_rng(2)
+    prior_y, prior_x = rng.standard_normal((2, 1, 2, 3, 5)).astype(np.float32)
+    content = rng.uniform(size=(1, 2, 3, 2)).astype(np.float32)
+    content[..., 1] = 0.0  # an empty layer: the plain mean
+    prior = (jnp.asarray(prior_y), jnp.asarray(prior_x))
+    pooled = np.asarray(pool_prior(prior, jnp.asarray(content)))
+    assert pooled.shape == (1, 2, 2, 5)
+    w = content[0, ..., 0] / content[0, ..., 0].sum()
+    np.testing.assert_allclose(pooled[0, 0, 0], np.einsum("hw,hwk->k", w, prior_y[0]), rtol=1e-4)
+    np.testing.assert_allclose(pooled[0, 0, 1], np.einsum("hw,hwk->k", w, prior_x[0]), rtol=1e-4)
+    np.testing.assert_allclose(pooled[0, 1, 0], prior_y[0].mean(axis=(0, 1)), rtol=1e-4)
+
+
+def layered_model(**options) -> VideoPredictor:
+    """Two layers, patches of 4, 9-tap kernels."""
+    return VideoPredictor(
+        1, patch_size=4, hidden_channels=(4, 3), output="advection", advection_source="splat",
+        advection_motions=2, rngs=nnx.Rngs(0), **options,
+    )  # fmt: skip
+
+
+def test_layered_rollout_with_pinned_heads(monkeypatch):
+    """Heads that ignore the states: the mask head puts the even columns of every patch in
+    layer 0 and the odd ones in layer 1; the kernel head moves layer 0 one row down and
+    layer 1 two columns left per frame. Every predicted frame is the two layers of the
+    last context frame moved by the summed moves; the forecaster reads the moved layers."""
+    import gru_jax.models.video_forecast as forecast_module
+
+    inputs = []
+    original_project = forecast_module.project_frames
+
+    def recording_project(x, *args):
+        inputs.append(x)
+        return original_project(x, *args)
+
+    monkeypatch.setattr(forecast_module, "project_frames", recording_project)
+    model = layered_model()
+    assert model.forecaster[0].in_channels == 2 * 16  # two layers' 4x4 patches
+    assert model.mask_head.out_features == 2 * 16  # per pixel of a patch, two layers
+    mask_bias = np.zeros((4, 4, 2), np.float32)  # channel (row, column, layer) of a patch
+    mask_bias[:, 0::2, 0] = mask_bias[:, 1::2, 1] = 40.0
+    model.mask_head.kernel.value = jnp.zeros_like(model.mask_head.kernel.value)
+    model.mask_head.bias.value = jnp.asarray(mask_bias.reshape(-1))
+    kernel_bias = np.full((2, 19), -40.0, np.float32)  # per motion [vertical | horizontal | score]
+    kernel_bias[:, 18] = 0.0
+    kernel_bias[0, [3, 9 + 4]] = 40.0  # layer 0 pulls from one row above: moves down
+    kernel_bias[1, [4, 9 + 6]] = 40.0  # layer 1 pulls from two columns right: moves left
+    model.kernel_head.kernel.value = jnp.zeros_like(model.kernel_head.kernel.value)
+    model.kernel_head.bias.value = jnp.asarray(kernel_bias.reshape(-1))
+    rng = np.random.default_rng(3)
+    context = jnp.asarray(rng.uniform(size=(2, 3, 16, 16, 1)), jnp.float32)
+    predicted = np.asarray(jax.nn.sigmoid(model(context, 3)))
+    last = np.asarray(context[:, -1])
+    even = np.zeros_like(last)
+    even[:, :, 0::2] = last[:, :, 0::2]
+    odd = last - even
+    first_layer = inputs[::2]
+    assert len(first_layer) == 3
+    for k in range(3):
+        layer_0, layer_1 = shifted(even, k + 1, 0), shifted(odd, 0, -2 * (k + 1))
+        expected = np.clip(layer_0 + layer_1, 0, 1)
+        np.testing.assert_allclose(
+            predicted[:, k], ADVECTION_EPS + (1 - 2 * ADVECTION_EPS) * expected, atol=1e-5
+        )
+        before_0, before_1 = shifted(even, k, 0), shifted(odd, 0, -2 * k)
+        reads = np.concatenate(
+            [space_to_depth(jnp.asarray(before_0), 4), space_to_depth(jnp.asarray(before_1), 4)],
+            axis=-1,
+        )
+        np.testing.assert_allclose(first_layer[k], reads, atol=1e-5)
+
+
+def test_layers_with_the_matching_prior_keep_the_context_motion():
+    """Kernel head zeroed: each layer's motion is the matching of the last two context
+    frames pooled over its content, so a square moving one row down per frame keeps
+    doing so; one context frame predicts it unmoved."""
+    model = layered_model(advection_prior="matching", matching_radius=2, advection_kernel_size=5)
+    model.kernel_head.kernel.value = jnp.zeros_like(model.kernel_head.kernel.value)
+    model.kernel_head.bias.value = jnp.zeros_like(model.kernel_head.bias.value)
+    square = np.zeros((3, 24, 24, 1), np.float32)
+    for t in range(3):
+        square[t, 4 + t : 8 + t, 10:14] = 1.0
+    predicted = np.asarray(jax.nn.sigmoid(model(jnp.asarray(square[None]), 3)))[0, ..., 0]
+    rows = np.arange(24)[:, None]
+    for k in range(3):
+        centre = (predicted[k] * rows).sum() / predicted[k].sum()
+        assert centre == pytest.approx(7.5 + k + 1, abs=0.1)
+    still = np.asarray(jax.nn.sigmoid(model(jnp.asarray(square[None, -1:]), 2)))[0, ..., 0]
+    for k in range(2):
+        np.testing.assert_allclose(
+            still[k], ADVECTION_EPS + (1 - 2 * ADVECTION_EPS) * square[-1, ..., 0], atol=1e-3
+        )
+
+
+def test_layered_options_and_gradients():
+    with pytest.raises(ValueError, match="'splat' needs.*forecaster_motion=False, got .* True"):
+        layered_model(forecaster_motion=True, motion_input="matching")
+    with pytest.raises(ValueError, match="advection_temperature=0.5 needs"):
+        layered_model(advection_temperature=0.5)
+    model = layered_model(advection_prior="matching", matching_radius=4)
+    rng = np.random.default_rng(4)
+    context = jnp.asarray(rng.uniform(size=(2, 3, 16, 16, 1)), jnp.float32)
+    target = jnp.asarray(rng.uniform(size=(2, 2, 16, 16, 1)), jnp.float32)
+    graphdef, params = nnx.split(model, nnx.Param)
+
+    def loss(params):
+        out = nnx.merge(graphdef, params)(context, 2)
+        return jnp.mean((jax.nn.sigmoid(out) - target) ** 2)
+
+    grads = jax.grad(loss)(params)
+    for name in ("mask_head", "kernel_head"):
+        norm = float(sum(jnp.abs(g).sum() for g in jax.tree.leaves(grads[name])))
+        assert np.isfinite(norm) and norm > 0, name
