@@ -208,3 +208,22 @@ def test_layered_options_and_gradients():
     for name in ("mask_head", "kernel_head"):
         norm = float(sum(jnp.abs(g).sum() for g in jax.tree.leaves(grads[name])))
         assert np.isfinite(norm) and norm > 0, name
+
+
+def test_layer_fit_diagnostic_reproduces_the_videos_moves():
+    """``experiments.layer_fit`` with no fitting steps: the layered form with the digits'
+    true moves (regenerated from the seed) beats copying the last frame on every frame
+    from the second on, which moves regenerated out of step with the videos would not."""
+    from experiments import layer_fit
+
+    results = layer_fit.run(num_videos=4, steps=0, seed=1, noise=0.0)
+    assert set(results) == {
+        "copy_last", "averaged, zero", "averaged, true+noise", "layered, zero",
+        "layered, true+noise",
+    }  # fmt: skip
+    for per_frame in results.values():
+        assert len(per_frame) == 10 and np.all(np.isfinite(per_frame))
+    np.testing.assert_allclose(results["layered, zero"], results["copy_last"], rtol=1e-5)
+    assert np.all(
+        np.asarray(results["layered, true+noise"][1:]) < 0.9 * np.asarray(results["copy_last"][1:])
+    )
