@@ -58,7 +58,7 @@ def predict(form: str, moves: jax.Array, logits: jax.Array, last: jax.Array) -> 
     frames = []
     for total in jnp.moveaxis(jnp.cumsum(moves, axis=1), 1, 0):  # [N, K, 2] per frame
         if form == "layered":
-            frame = sum(move_layers(last, assignment, total))
+            frame = move_layers(last, assignment, total).sum(axis=1)
         else:
             frame = splat(last, jnp.einsum("nhwk,nkc->nhwc", assignment, total))
         frames.append(jnp.clip(frame, 0, 1))

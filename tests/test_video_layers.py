@@ -12,7 +12,7 @@ from flax import nnx
 
 from gru_jax.models import VideoPredictor
 from gru_jax.models.advection import layer_moves, move_layers, pool_prior
-from gru_jax.models.video_ops import space_to_depth
+from gru_jax.models.video_ops import shift, space_to_depth, splat
 from gru_jax.models.video_predictor import ADVECTION_EPS
 
 
@@ -34,16 +34,40 @@ def test_move_layers_splits_the_frame_and_moves_each_layer_rigidly():
     logits = rng.standard_normal((2, 6, 8, 3)).astype(np.float32)
     assignment = np.asarray(jax.nn.softmax(jnp.asarray(logits), axis=-1))
     still = move_layers(jnp.asarray(frame), jnp.asarray(assignment), jnp.zeros((2, 3, 2)))
-    assert len(still) == 3
-    np.testing.assert_allclose(sum(np.asarray(x) for x in still), frame, atol=1e-6)
+    assert still.shape == (2, 3, 6, 8, 2)
+    np.testing.assert_allclose(np.asarray(still).sum(axis=1), frame, atol=1e-6)
     moves = np.float32([[1, 0], [0, -2], [-1, 3]])
     moved = move_layers(
         jnp.asarray(frame), jnp.asarray(assignment), jnp.asarray(np.stack([moves, -moves]))
     )
-    for m, layer in enumerate(moved):
+    for m in range(3):
+        layer = np.asarray(moved[:, m])
         share = frame * assignment[..., m : m + 1]
         np.testing.assert_allclose(layer[:1], shifted(share[:1], *moves[m].astype(int)), atol=1e-6)
         np.testing.assert_allclose(layer[1:], shifted(share[1:], *-moves[m].astype(int)), atol=1e-6)
+
+
+def test_shift_is_splat_with_one_displacement_per_frame():
+    """Fractional moves, some taking content partly or wholly off the frame: values and
+    both gradients as :func:`splat` with the displacement at every pixel."""
+    rng = np.random.default_rng(5)
+    frames = jnp.asarray(rng.uniform(size=(6, 7, 9, 2)), jnp.float32)
+    moves = jnp.asarray(rng.uniform(-5.0, 5.0, size=(6, 2)), jnp.float32)
+    moves = moves.at[4].set(jnp.asarray([0.0, 2.0])).at[5].set(jnp.asarray([-8.25, 12.5]))
+    probe = jnp.asarray(rng.standard_normal(frames.shape), jnp.float32)
+
+    def by_splat(moves, frames):
+        return splat(frames, jnp.broadcast_to(moves[:, None, None], (*frames.shape[:3], 2)))
+
+    np.testing.assert_allclose(shift(frames, moves), by_splat(moves, frames), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(shift(frames, moves))[5], 0.0)  # all off the frame
+    grads = [
+        jax.grad(lambda m, f, fn=fn: jnp.sum(fn(m, f) * probe), argnums=(0, 1))(moves, frames)
+        for fn in (lambda m, f: shift(f, m), by_splat)
+    ]
+    assert np.abs(grads[0][0]).max() > 0.1
+    for got, expected in zip(*grads):
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
 
 
 def test_the_assignment_gradient_compares_where_the_layers_put_a_pixel():
@@ -58,7 +82,8 @@ def test_the_assignment_gradient_compares_where_the_layers_put_a_pixel():
 
     def loss(logits):
         assignment = jax.nn.softmax(logits, axis=-1)
-        return jnp.sum((sum(move_layers(jnp.asarray(frame), assignment, moves)) - target) ** 2)
+        moved = move_layers(jnp.asarray(frame), assignment, moves).sum(axis=1)
+        return jnp.sum((moved - target) ** 2)
 
     logits = jnp.zeros((1, 5, 11, 2))
     grad = np.asarray(jax.grad(loss)(logits))

@@ -23,7 +23,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from gru_jax.models.video_ops import advect, depth_to_space, kernel_offsets, splat, warp
+from gru_jax.models.video_ops import advect, depth_to_space, kernel_offsets, shift, warp
 
 Array = jax.Array
 
@@ -107,16 +107,17 @@ def layer_moves(logits: Array, motions: int, content: Array, prior: Array | None
     return -kernel_offsets(jax.nn.softmax(pooled, axis=-1))
 
 
-def move_layers(frame: Array, assignment: Array, displacements: Array) -> list[Array]:
+def move_layers(frame: Array, assignment: Array, displacements: Array) -> Array:
     """The layers of ``frame f32[B, H, W, C]`` (``assignment f32[B, H, W, K]``: each
-    pixel's share in each layer, summing to 1), each splatted rigidly by its own
-    ``displacements f32[B, K, 2]`` (vertical, horizontal, in pixels): ``K`` frames whose
-    sum is the prediction."""
-    shape = (*frame.shape[:3], 2)
-    return [
-        splat(frame * assignment[..., m : m + 1], jnp.broadcast_to(d[:, None, None], shape))
-        for m, d in enumerate(jnp.moveaxis(displacements, 1, 0))
-    ]
+    pixel's share in each layer, summing to 1), each moved rigidly by its own
+    ``displacements f32[B, K, 2]`` (vertical, horizontal, in pixels; bilinear, as
+    :func:`~gru_jax.models.video_ops.splat` with that displacement at every pixel):
+    ``f32[B, K, H, W, C]``, whose sum over ``K`` is the prediction."""
+    batch, height, width, channels = frame.shape
+    motions = assignment.shape[-1]
+    layers = jnp.moveaxis(frame[..., None, :] * assignment[..., None], 3, 1)  # [B, K, H, W, C]
+    moved = shift(layers.reshape(-1, height, width, channels), displacements.reshape(-1, 2))
+    return moved.reshape(batch, motions, height, width, channels)
 
 
 def mix_cells(frame: Array, kernels: Array, mask_logits: Array, drawn: Array, p: int) -> Array:

@@ -261,8 +261,12 @@ class ForecastMixin:
         total = jnp.zeros((batch, motions, 2), jnp.float32)  # each layer's move so far
         moved = move_layers(frame, assignment, total)
 
-        def content(images):  # [B, h, w, K]: mean of each layer over each patch
-            return jnp.stack([space_to_depth(image, p).mean(axis=-1) for image in images], axis=-1)
+        def patches(layers):  # [B, K, H, W, C] -> [B, h, w, K, p·p·C]
+            grid = space_to_depth(layers.reshape(-1, *layers.shape[2:]), p)
+            return jnp.moveaxis(grid.reshape(batch, motions, *grid.shape[1:]), 1, 3)
+
+        def content(layers):  # [B, h, w, K]: mean of each layer over each patch
+            return patches(layers).mean(axis=-1)
 
         prior = None
         if self.advection_prior == "matching":  # "keep moving as before", per layer
@@ -272,7 +276,7 @@ class ForecastMixin:
             )
         logits = []
         for _ in range(num_future):
-            x = jnp.concatenate([space_to_depth(image, p) for image in moved], axis=-1)
+            x = patches(moved).reshape(batch, height // p, width // p, -1)
             _step_layers(x, states, cells, weights, convs)
             step = layer_moves(
                 self._kernel_logits(jnp.concatenate(states, axis=-1)),
@@ -282,7 +286,7 @@ class ForecastMixin:
             )
             total = total + step
             moved = move_layers(frame, assignment, total)
-            predicted = unit_clip(sum(moved))
+            predicted = unit_clip(moved.sum(axis=1))
             logits.append(space_to_depth(intensity_logits(predicted), p))
         return depth_to_space(jnp.stack(logits, axis=1), p)
 

@@ -236,3 +236,27 @@ def splat(frames: Array, displacements: Array) -> Array:
     out = jnp.zeros((batch, height * width, channels), frames.dtype)
     out = jax.vmap(lambda o, i, v: o.at[i].add(v))(out, targets, values)
     return out.reshape(frames.shape)
+
+
+def _shift_matrices(moves: Array, size: int) -> Array:
+    """``f32[N, size, size]`` matrices ``A`` with ``(A @ v)[i] = v`` moved by ``moves
+    f32[N]`` (pixels, fractional), bilinearly: ``A[i, j]`` is the weight of source ``j`` at
+    ``i``, ``1 - f`` for ``i - j = floor(move)`` and ``f`` for ``i - j = floor(move) + 1``
+    (``f`` the fractional part, as :func:`splat` weighs it)."""
+    whole = jnp.floor(moves)
+    frac = (moves - whole)[:, None, None]
+    gap = (jnp.arange(size)[:, None] - jnp.arange(size)[None, :])[None].astype(moves.dtype)
+    whole = whole[:, None, None]
+    return jnp.where(gap == whole, 1 - frac, 0.0) + jnp.where(gap == whole + 1, frac, 0.0)
+
+
+def shift(frames: Array, moves: Array) -> Array:
+    """Every pixel of each frame moved by the same displacement: ``frames f32[N, H, W, C]``,
+    ``moves f32[N, 2]`` (vertical, horizontal, in pixels, fractional) → ``f32[N, H, W,
+    C]``, equal to :func:`splat` with that displacement at every pixel (content moved off
+    the frame is dropped), gradients included, written as two small matrix products per
+    frame (rows, then columns) instead of a scatter."""
+    rows = _shift_matrices(moves[:, 0], frames.shape[1])
+    cols = _shift_matrices(moves[:, 1], frames.shape[2])
+    out = jnp.einsum("nij,njwc->niwc", rows, frames)
+    return jnp.einsum("nkw,niwc->nikc", cols, out)
