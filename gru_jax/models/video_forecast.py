@@ -243,8 +243,9 @@ class ForecastMixin:
         kernel head's per-patch logits for that motion, pooled where the layer's content
         is now, plus, with ``advection_prior='matching'``, the last two context frames'
         matching pooled over the layer's content in the last context frame), the moves
-        add up, each layer is splatted once to where it has got to, and the prediction is
-        the sum of the moved layers (clipped to 1). The forecaster reads the moved layers
+        add up, each layer is moved once, bilinearly, from the last context frame to
+        where it has got to (:func:`~gru_jax.models.video_ops.shift`), and the prediction
+        is the sum of the moved layers (clipped to 1). The forecaster reads the moved layers
         (per patch, ``K`` images side by side) and runs on the current frame's grid."""
         cells = list(self.forecaster)
         weights = [c.step_weights() for c in cells]
