@@ -28,7 +28,7 @@ import numpy as np
 import optax
 from absl import app, flags
 
-from gru_jax.data.moving_digits import _rng, bouncing_trajectories, make_moving_digits
+from gru_jax.data.moving_digits import make_moving_digits, moving_digit_corners
 from gru_jax.models.advection import move_layers
 from gru_jax.models.video_ops import splat
 
@@ -37,17 +37,13 @@ _STEPS = flags.DEFINE_integer("steps", 1500, "Adam steps per fit")
 _SEED = flags.DEFINE_integer("seed", 1, "seed of the generated test videos")
 _NOISE = flags.DEFINE_float("noise", 1.0, "std of the noise on the true moves (pixels)")
 
-CONTEXT, FUTURE, CANVAS, DIGIT = 10, 10, 64, 28
+CONTEXT, FUTURE = 10, 10
 
 
 def true_moves(num_videos: int, seed: int) -> np.ndarray:
-    """f32[N, FUTURE, 2 digits, 2]: each digit's whole-pixel move per predicted frame, as
-    :func:`make_moving_digits` draws the videos (same seed, same random stream)."""
-    limit = CANVAS - DIGIT
-    corners = bouncing_trajectories(
-        _rng(seed, "test", 0), num_videos, num_frames=CONTEXT + FUTURE, num_digits=2,
-        limit=limit, speed=0.1 * limit,
-    )  # fmt: skip
+    """f32[N, FUTURE, 2 digits, 2]: each digit's whole-pixel move per predicted frame in
+    the test videos :func:`make_moving_digits` draws with this seed."""
+    corners = moving_digit_corners(num_videos, seed=seed, split="test", num_frames=CONTEXT + FUTURE)
     return np.diff(np.rint(corners)[:, CONTEXT - 1 :], axis=1).astype(np.float32)
 
 

@@ -81,6 +81,39 @@ def _paste(videos: np.ndarray, corners: np.ndarray, digits: np.ndarray) -> None:
         frame[sequence, rows, cols] = np.maximum(frame[sequence, rows, cols], digits[:, d])
 
 
+def _corners(num_sequences, seed, split, num_frames, canvas, digit_size, num_digits, speed):
+    """``(rng, corners)``: the videos' random stream after drawing the trajectories (the
+    digit choice comes next) and the corners, as :func:`make_moving_digits` draws them."""
+    limit = canvas - digit_size
+    if limit < 0:
+        raise ValueError(f"digit_size {digit_size} does not fit in a canvas of {canvas}")
+    if speed is None:
+        speed = 0.1 * limit
+    rng = _rng(seed, split, task=0)
+    corners = bouncing_trajectories(
+        rng, num_sequences, num_frames=num_frames, num_digits=num_digits, limit=limit, speed=speed
+    )
+    return rng, corners
+
+
+def moving_digit_corners(
+    num_sequences: int,
+    *,
+    seed: int,
+    split: str = "train",
+    num_frames: int = 20,
+    canvas: int = 64,
+    digit_size: int = 28,
+    num_digits: int = 2,
+    speed: float | None = None,
+) -> np.ndarray:
+    """The digits' top-left corners in the videos :func:`make_moving_digits` makes with the
+    same arguments, before rounding to whole pixels: f32[N, num_frames, num_digits, 2]."""
+    return _corners(num_sequences, seed, split, num_frames, canvas, digit_size, num_digits, speed)[
+        1
+    ]
+
+
 def make_moving_digits(
     num_sequences: int,
     *,
@@ -113,17 +146,11 @@ def make_moving_digits(
     Returns:
       f32[N, num_frames, canvas, canvas, 1] in [0, 1]. N=10,000 at the defaults is 3.3 GB.
     """
-    limit = canvas - digit_size
-    if limit < 0:
-        raise ValueError(f"digit_size {digit_size} does not fit in a canvas of {canvas}")
-    if speed is None:
-        speed = 0.1 * limit
     pool, _ = digit_pool(
         split, digit_size=digit_size, source=source, split_seed=split_seed, data_dir=data_dir
     )
-    rng = _rng(seed, split, task=0)
-    corners = bouncing_trajectories(
-        rng, num_sequences, num_frames=num_frames, num_digits=num_digits, limit=limit, speed=speed
+    rng, corners = _corners(
+        num_sequences, seed, split, num_frames, canvas, digit_size, num_digits, speed
     )
     digits = pool[rng.integers(0, len(pool), size=(num_sequences, num_digits))]
     videos = np.zeros((num_sequences, num_frames, canvas, canvas, 1), np.float32)

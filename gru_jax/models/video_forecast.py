@@ -143,10 +143,9 @@ class ForecastMixin:
             first = self.head(jax.nn.gelu(first.astype(dtype))).astype(jnp.float32)
         return first, kernel_logits, mask_logits
 
-    def _kernel_logits(self, states: Array, head=None) -> Array:
-        """The kernel head (or ``head``) alone on the concatenated states
+    def _head_alone(self, head, states: Array) -> Array:
+        """One head (the kernel or the mask head) alone on the concatenated states
         (``advection_source='splat'`` has no drawn frame), as :meth:`_head_outputs` runs it."""
-        head = self.kernel_head if head is None else head
         dtype = jnp.dtype(self.head.dtype or self.head.kernel.dtype)
         return conv2d_im2col(states, head.kernel[...].astype(dtype)) + head.bias[...]
 
@@ -223,7 +222,7 @@ class ForecastMixin:
             x = jnp.concatenate([per_patch, per_patch + centres], axis=-1) / height
             _step_layers(x, states, cells, weights, convs)
             kernels = cell_kernels(
-                self._kernel_logits(jnp.concatenate(states, axis=-1)),
+                self._head_alone(self.kernel_head, jnp.concatenate(states, axis=-1)),
                 self.cells_per_side,
                 self.patches_per_cell,
                 prior,
@@ -255,7 +254,7 @@ class ForecastMixin:
         p, motions = self.patch_size, self.motions
         assignment = jax.nn.softmax(  # [B, H, W, K]: each pixel's share in each layer
             depth_to_space(
-                self._kernel_logits(jnp.concatenate(states, axis=-1), self.mask_head), p
+                self._head_alone(self.mask_head, jnp.concatenate(states, axis=-1)), p
             ).astype(jnp.float32),
             axis=-1,
         )
@@ -266,27 +265,25 @@ class ForecastMixin:
             grid = space_to_depth(layers.reshape(-1, *layers.shape[2:]), p)
             return jnp.moveaxis(grid.reshape(batch, motions, *grid.shape[1:]), 1, 3)
 
-        def content(layers):  # [B, h, w, K]: mean of each layer over each patch
-            return patches(layers).mean(axis=-1)
-
+        grid = patches(moved)
         prior = None
         if self.advection_prior == "matching":  # "keep moving as before", per layer
             before = context[:, -min(2, context.shape[1])].astype(jnp.float32)
-            prior = pool_prior(
-                matching_prior(before, frame, p, self.matching_radius), content(moved)
-            )
+            matching = matching_prior(before, frame, p, self.matching_radius)
+            prior = pool_prior(matching, grid.mean(axis=-1))
         logits = []
         for _ in range(num_future):
-            x = patches(moved).reshape(batch, height // p, width // p, -1)
+            x = grid.reshape(batch, height // p, width // p, -1)
             _step_layers(x, states, cells, weights, convs)
             step = layer_moves(
-                self._kernel_logits(jnp.concatenate(states, axis=-1)),
+                self._head_alone(self.kernel_head, jnp.concatenate(states, axis=-1)),
                 motions,
-                content(moved),
+                grid.mean(axis=-1),  # [B, h, w, K]: how much of each layer each patch holds
                 prior,
             )
             total = total + step
             moved = move_layers(frame, assignment, total)
+            grid = patches(moved)
             predicted = unit_clip(moved.sum(axis=1))
             logits.append(space_to_depth(intensity_logits(predicted), p))
         return depth_to_space(jnp.stack(logits, axis=1), p)

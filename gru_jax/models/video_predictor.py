@@ -316,11 +316,10 @@ class VideoPredictor(ForecastMixin, nnx.Module):
             if advection_motions
             else 2 * advection_kernel_size * self.cells_per_side**2
         )
-        mask_logits = (
-            patch_size**2 * (advection_motions + (advection_source != "splat"))
-            if advection_motions
-            else patch_features
-        )
+        # Shared motions: a softmax per pixel over the K moved frames and the drawn one;
+        # layers (splat): each pixel's share of the K layers.
+        sources = advection_motions + (0 if advection_source == "splat" else 1)
+        mask_logits = patch_size**2 * sources if advection_motions else patch_features
         self.kernel_head = conv(states, kernel_logits, rngs=rngs) if self.advection else None
         self.mask_head = conv(states, mask_logits, rngs=rngs) if self.advection else None
 
