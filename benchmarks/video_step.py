@@ -46,10 +46,12 @@ VARIANTS = {  # name: model overrides (all squared error but the default)
 }  # fmt: skip
 
 
-def variant_config(overrides: dict):
+def variant_config(overrides: dict, num_videos: int = 400):
+    """``configs/moving_digits.py`` with a variant's overrides and ``num_videos`` training
+    videos (the step does not depend on how many exist)."""
     config = get_config()
-    config.dataset.num_train = 400  # the step does not depend on how many videos exist
-    config.dataset.num_test = 100
+    config.dataset.num_train = num_videos
+    config.dataset.num_test = num_videos // 4
     for key, value in overrides.items():
         if key == "loss":
             config.train.loss = value

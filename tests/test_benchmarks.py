@@ -3,6 +3,7 @@ than halfway through `make bench`). Nothing here is about speed."""
 
 import dataclasses
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -125,3 +126,21 @@ def test_step_forms_compute_the_same_gru_as_a_numpy_loop():
     for name, f in forms(6).items():
         y = np.asarray(f(*(np.float32(a) for a in (x, w_i, w_h, b, b_hn))))
         np.testing.assert_allclose(y, np.stack(reference), atol=2e-5, err_msg=name)
+
+
+def test_video_step_variants_build_and_the_matching_reference_agrees():
+    """``benchmarks.video_step``: every variant's overrides reach a model of that form, and
+    the unrolled block matching it times against equals the library's."""
+    from benchmarks import video_step
+    from experiments.setup import build_run
+    from gru_jax.models.video_ops import matching_costs
+
+    for name, overrides in video_step.VARIANTS.items():
+        run = build_run(video_step.variant_config(overrides, num_videos=8))
+        assert run.model.motions == overrides.get("advection_motions", 0), name
+        assert run.model.layer_assignment == overrides.get("layer_assignment", "soft"), name
+        assert run.task.config.train.loss == overrides.get("loss", "bce"), name
+    frames = jnp.asarray(np.random.default_rng(0).uniform(size=(2, 3, 16, 16, 1)), jnp.float32)
+    np.testing.assert_allclose(
+        video_step.matching_costs_unrolled(frames, 4, 2), matching_costs(frames, 4, 2), atol=1e-7
+    )
