@@ -40,9 +40,6 @@ VARIANTS = {  # name: model overrides (all squared error but the default)
     "default-mse": {"loss": "mse"},
     "layers-4": {"loss": "mse", **LAYERS, "advection_motions": 4},
     "layers-8": {"loss": "mse", **LAYERS, "advection_motions": 8},
-    "layers-8-hard": {
-        "loss": "mse", **LAYERS, "advection_motions": 8, "layer_assignment": "hard"
-    },
 }  # fmt: skip
 
 

@@ -50,7 +50,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.advection_temperature = 1.0  # kernel softmax temperature (<1: sharper)
     config.model.advection_source = "previous"  # 'previous' | 'context' | 'flow' | 'splat'
     config.model.advection_prior = "none"  # kernel logits += 'matching' of the last 2 frames
-    config.model.layer_assignment = "soft"  # layers (splat, motions K): 'soft' | 'hard' pixels
     config.model.forecaster_motion = False  # forecaster also reads its frames' matching
     config.model.motion_input = "matching"  # encoder extra input: 'none'|'differences'|'matching'
     config.model.matching_radius = 4  # block matching searches [-4, 4]² px per frame

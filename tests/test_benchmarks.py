@@ -138,7 +138,6 @@ def test_video_step_variants_build_and_the_matching_reference_agrees():
     for name, overrides in video_step.VARIANTS.items():
         run = build_run(video_step.variant_config(overrides, num_videos=8))
         assert run.model.motions == overrides.get("advection_motions", 0), name
-        assert run.model.layer_assignment == overrides.get("layer_assignment", "soft"), name
         assert run.task.config.train.loss == overrides.get("loss", "bce"), name
     frames = jnp.asarray(np.random.default_rng(0).uniform(size=(2, 3, 16, 16, 1)), jnp.float32)
     np.testing.assert_allclose(

@@ -141,30 +141,6 @@ def layered_model(hidden_channels=(4, 3), **options) -> VideoPredictor:
     )  # fmt: skip
 
 
-def pin_heads(model: VideoPredictor, mask_logit: float) -> VideoPredictor:
-    """Heads that ignore the states: the mask head gives the even columns of every patch
-    ``mask_logit`` for layer 0 and the odd ones for layer 1 (0 for the other layer); the
-    kernel head moves layer 0 one row down and layer 1 two columns left per frame."""
-    mask_bias = np.zeros((4, 4, 2), np.float32)  # channel (row, column, layer) of a patch
-    mask_bias[:, 0::2, 0] = mask_bias[:, 1::2, 1] = mask_logit
-    model.mask_head.kernel.value = jnp.zeros_like(model.mask_head.kernel.value)
-    model.mask_head.bias.value = jnp.asarray(mask_bias.reshape(-1))
-    kernel_bias = np.full((2, 19), -40.0, np.float32)  # per motion [vertical | horizontal | score]
-    kernel_bias[:, 18] = 0.0
-    kernel_bias[0, [3, 9 + 4]] = 40.0  # layer 0 pulls from one row above: moves down
-    kernel_bias[1, [4, 9 + 6]] = 40.0  # layer 1 pulls from two columns right: moves left
-    model.kernel_head.kernel.value = jnp.zeros_like(model.kernel_head.kernel.value)
-    model.kernel_head.bias.value = jnp.asarray(kernel_bias.reshape(-1))
-    return model
-
-
-def even_and_odd_columns(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``frames [..., H, W, C]`` with the odd columns zeroed, and with the even ones zeroed."""
-    even = np.zeros_like(frames)
-    even[..., 0::2, :] = frames[..., 0::2, :]
-    return even, frames - even
-
-
 def test_layered_rollout_with_pinned_heads(monkeypatch):
     """Heads that ignore the states: the mask head puts the even columns of every patch in
     layer 0 and the odd ones in layer 1; the kernel head moves layer 0 one row down and
@@ -180,12 +156,26 @@ def test_layered_rollout_with_pinned_heads(monkeypatch):
         return original_project(x, *args)
 
     monkeypatch.setattr(forecast_module, "project_frames", recording_project)
-    model = pin_heads(layered_model(), mask_logit=40.0)
+    model = layered_model()
     assert model.forecaster[0].in_channels == 2 * 16  # two layers' 4x4 patches
     assert model.mask_head.out_features == 2 * 16  # per pixel of a patch, two layers
-    context = jnp.asarray(np.random.default_rng(3).uniform(size=(2, 3, 16, 16, 1)), jnp.float32)
+    mask_bias = np.zeros((4, 4, 2), np.float32)  # channel (row, column, layer) of a patch
+    mask_bias[:, 0::2, 0] = mask_bias[:, 1::2, 1] = 40.0
+    model.mask_head.kernel.value = jnp.zeros_like(model.mask_head.kernel.value)
+    model.mask_head.bias.value = jnp.asarray(mask_bias.reshape(-1))
+    kernel_bias = np.full((2, 19), -40.0, np.float32)  # per motion [vertical | horizontal | score]
+    kernel_bias[:, 18] = 0.0
+    kernel_bias[0, [3, 9 + 4]] = 40.0  # layer 0 pulls from one row above: moves down
+    kernel_bias[1, [4, 9 + 6]] = 40.0  # layer 1 pulls from two columns right: moves left
+    model.kernel_head.kernel.value = jnp.zeros_like(model.kernel_head.kernel.value)
+    model.kernel_head.bias.value = jnp.asarray(kernel_bias.reshape(-1))
+    rng = np.random.default_rng(3)
+    context = jnp.asarray(rng.uniform(size=(2, 3, 16, 16, 1)), jnp.float32)
     predicted = np.asarray(jax.nn.sigmoid(model(context, 3)))
-    even, odd = even_and_odd_columns(np.asarray(context[:, -1]))
+    last = np.asarray(context[:, -1])
+    even = np.zeros_like(last)
+    even[:, :, 0::2] = last[:, :, 0::2]
+    odd = last - even
     first_layer = inputs[::2]
     assert len(first_layer) == 3
     for k in range(3):
@@ -200,45 +190,6 @@ def test_layered_rollout_with_pinned_heads(monkeypatch):
             axis=-1,
         )
         np.testing.assert_allclose(first_layer[k], reads, atol=1e-5)
-
-
-def predict_and_mask_gradient(model: VideoPredictor, context: jax.Array):
-    """Two predicted frames (intensities) and the summed |gradient| of a squared error
-    against a fixed random target with respect to the mask head's parameters (jitted)."""
-    graphdef, params = nnx.split(model, nnx.Param)
-    target = jnp.asarray(np.random.default_rng(6).uniform(size=(1, 2, 16, 16, 1)), jnp.float32)
-
-    def predict(params):
-        return jax.nn.sigmoid(nnx.merge(graphdef, params)(context, 2))
-
-    grads = jax.jit(jax.grad(lambda p: jnp.mean((predict(p) - target) ** 2)))(params)
-    norm = sum(jnp.abs(g).sum() for g in jax.tree.leaves(grads["mask_head"]))
-    return np.asarray(jax.jit(predict)(params)), float(norm)
-
-
-def test_hard_assignment_puts_each_pixel_wholly_in_its_likeliest_layer():
-    """Mask logits only 1 apart: soft layers share every pixel 73/27 between the two
-    motions (faint copies move apart); ``layer_assignment='hard'`` moves each pixel with
-    its likeliest layer alone, and the mask head still gets a gradient (the softmax's)."""
-    rng = np.random.default_rng(5)
-    context = jnp.asarray(rng.uniform(size=(1, 3, 16, 16, 1)), jnp.float32)
-    even, odd = even_and_odd_columns(np.asarray(context[:, -1]))
-    share = 1 / (1 + np.exp(-1.0))  # softmax of logits (1, 0)
-    for assignment, (own, other) in (("hard", (1.0, 0.0)), ("soft", (share, 1 - share))):
-        model = pin_heads(layered_model(layer_assignment=assignment), mask_logit=1.0)
-        predicted, mask_gradient = predict_and_mask_gradient(model, context)
-        for k in range(2):
-            layer_0 = shifted(own * even + other * odd, k + 1, 0)
-            layer_1 = shifted(own * odd + other * even, 0, -2 * (k + 1))
-            expected = np.clip(layer_0 + layer_1, 0, 1)
-            np.testing.assert_allclose(
-                predicted[:, k], ADVECTION_EPS + (1 - 2 * ADVECTION_EPS) * expected, atol=1e-5
-            )
-        assert np.isfinite(mask_gradient) and mask_gradient > 0, assignment
-    with pytest.raises(ValueError, match="layer_assignment='hard' needs the layered form"):
-        VideoPredictor(1, output="advection", layer_assignment="hard", rngs=nnx.Rngs(0))
-    with pytest.raises(ValueError, match="unknown layer_assignment 'sharp'"):
-        layered_model(layer_assignment="sharp")
 
 
 def test_layers_with_the_matching_prior_keep_the_context_motion():

@@ -226,7 +226,6 @@ class VideoPredictionTask(Task):
             advection_temperature=cfg.get("advection_temperature", 1.0),
             advection_source=cfg.advection_source,
             advection_prior=cfg.advection_prior,
-            layer_assignment=cfg.get("layer_assignment", "soft"),
             forecaster_motion=cfg.forecaster_motion,
             motion_input=cfg.motion_input,
             matching_radius=cfg.matching_radius,

@@ -237,17 +237,15 @@ class ForecastMixin:
     def _layer_forecast(self, context: Array, states: list[Array], num_future: int) -> Array:
         """``advection_source='splat'`` with ``advection_motions=K``: the last context
         frame is split once into ``K`` soft layers (a per-pixel softmax over ``K`` of the
-        mask head on the encoder's final states; with ``layer_assignment='hard'`` each
-        pixel goes wholly to its likeliest layer, the gradient still the softmax's); at
-        every step each layer moves rigidly by its own displacement
-        (:func:`~gru_jax.models.advection.layer_moves`: the kernel head's per-patch
-        logits for that motion, pooled where the layer's content is now, plus, with
-        ``advection_prior='matching'``, the last two context frames' matching pooled over
-        the layer's content in the last context frame), the moves add up, each layer is
-        moved once, bilinearly, from the last context frame to where it has got to
-        (:func:`~gru_jax.models.video_ops.shift`), and the prediction is the sum of the
-        moved layers (clipped to 1). The forecaster reads the moved layers (per patch,
-        ``K`` images side by side) and runs on the current frame's grid."""
+        mask head on the encoder's final states); at every step each layer moves rigidly
+        by its own displacement (:func:`~gru_jax.models.advection.layer_moves`: the
+        kernel head's per-patch logits for that motion, pooled where the layer's content
+        is now, plus, with ``advection_prior='matching'``, the last two context frames'
+        matching pooled over the layer's content in the last context frame), the moves
+        add up, each layer is moved once, bilinearly, from the last context frame to
+        where it has got to (:func:`~gru_jax.models.video_ops.shift`), and the prediction
+        is the sum of the moved layers (clipped to 1). The forecaster reads the moved layers
+        (per patch, ``K`` images side by side) and runs on the current frame's grid."""
         cells = list(self.forecaster)
         weights = [c.step_weights() for c in cells]
         convs = [step_conv(c.gradient) for c in cells]
@@ -260,9 +258,6 @@ class ForecastMixin:
             ).astype(jnp.float32),
             axis=-1,
         )
-        if self.layer_assignment == "hard":  # one layer per pixel, the softmax's gradient
-            hard = jax.nn.one_hot(jnp.argmax(assignment, axis=-1), motions, dtype=jnp.float32)
-            assignment = assignment + jax.lax.stop_gradient(hard - assignment)
         total = jnp.zeros((batch, motions, 2), jnp.float32)  # each layer's move so far
         moved = move_layers(frame, assignment, total)
 

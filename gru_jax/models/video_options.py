@@ -11,7 +11,6 @@ OUTPUTS = ("pixels", "advection")
 ADVECTION_SOURCES = ("previous", "context", "flow", "splat")
 MOTION_INPUTS = ("none", "differences", "matching")
 ADVECTION_PRIORS = ("none", "matching")
-LAYER_ASSIGNMENTS = ("soft", "hard")
 
 
 def check_options(
@@ -32,7 +31,6 @@ def check_options(
     motion_input: str,
     matching_radius: int,
     motion_channels: int,
-    layer_assignment: str = "soft",
 ) -> int:
     """Raises ``ValueError`` naming the first bad option (see ``VideoPredictor``'s
     arguments); returns the advection cell side in pixels."""
@@ -43,7 +41,6 @@ def check_options(
         ("advection_source", advection_source, ADVECTION_SOURCES),
         ("advection_prior", advection_prior, ADVECTION_PRIORS),
         ("motion_input", motion_input, MOTION_INPUTS),
-        ("layer_assignment", layer_assignment, LAYER_ASSIGNMENTS),
     ):
         if value not in allowed:
             raise ValueError(f"unknown {name} {value!r}: expected one of {', '.join(allowed)}")
@@ -88,12 +85,6 @@ def check_options(
         raise ValueError(
             "advection_source='splat' needs output='advection' and forecaster_motion=False, "
             f"got {output!r}, {forecaster_motion}"
-        )
-    if layer_assignment != "soft" and not (advection_source == "splat" and advection_motions):
-        raise ValueError(
-            f"layer_assignment={layer_assignment!r} needs the layered form "
-            "(advection_source='splat' with advection_motions > 0), got "
-            f"{advection_source!r}, {advection_motions}"
         )
     if forecaster_motion and (
         motion_input != "matching" or output != "advection" or forecaster_input != "prediction"

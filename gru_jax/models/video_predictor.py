@@ -138,11 +138,6 @@ class VideoPredictor(ForecastMixin, nnx.Module):
         layer's content is now, plus the matching prior pooled over its content) and
         splatted; the prediction is the layers' sum, and the forecaster reads the moved
         layers (:func:`~gru_jax.models.advection.layer_moves`; the docs' round 9).
-      layer_assignment: how the layered form splits the last context frame: ``'soft'``
-        (each pixel shared among the ``K`` layers by the softmax) or ``'hard'`` (each
-        pixel wholly in its likeliest layer, with the softmax's gradient: a
-        straight-through estimator, so a pixel cannot be split into faint copies that
-        move apart; the docs' round 10). Only in the layered form.
       advection_source: which frame the kernels move: ``'previous'`` (the previous frame,
         as in Finn et al.: the kernels say one frame's motion, and the moves compound, so
         each imprecise step blurs the next) or ``'context'`` (always the last context
@@ -210,7 +205,6 @@ class VideoPredictor(ForecastMixin, nnx.Module):
         advection_temperature: float = 1.0,
         advection_source: str = "previous",
         advection_prior: str = "none",
-        layer_assignment: str = "soft",
         forecaster_motion: bool = False,
         motion_input: str = "none",
         matching_radius: int = 4,
@@ -232,7 +226,6 @@ class VideoPredictor(ForecastMixin, nnx.Module):
             advection_temperature=advection_temperature,
             advection_source=advection_source,
             advection_prior=advection_prior,
-            layer_assignment=layer_assignment,
             forecaster_motion=forecaster_motion,
             motion_input=motion_input,
             matching_radius=matching_radius,
@@ -247,7 +240,6 @@ class VideoPredictor(ForecastMixin, nnx.Module):
         self.patches_per_cell = max(1, cell // patch_size)  # patches per cell side
         self.advection_source = advection_source
         self.advection_prior = advection_prior
-        self.layer_assignment = layer_assignment
         self.forecaster_motion = forecaster_motion
         self.forecaster_input = forecaster_input
         self.shared = forecaster == "shared"
