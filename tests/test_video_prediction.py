@@ -13,7 +13,7 @@ import pytest
 import tensorflow_datasets as tfds
 from flax import nnx
 
-from configs import moving_digits, moving_mnist_tfds
+from configs import moving_digits, moving_digits_layers, moving_mnist_tfds
 from experiments.tasks import video_prediction
 from experiments.tasks.video_prediction import (
     baseline_squared_errors,
@@ -604,7 +604,7 @@ def test_context_loss_weight_adds_the_encoder_next_frame_loss():
 
 
 def test_full_configs_share_fields_with_smoke():
-    for module in (moving_digits, moving_mnist_tfds):
+    for module in (moving_digits, moving_digits_layers, moving_mnist_tfds):
         full, smoke = module.get_config(), module.get_config("smoke")
         assert set(full.to_dict()) == set(smoke.to_dict())
         assert full.train.num_steps == -1 and full.train.num_epochs > 0
