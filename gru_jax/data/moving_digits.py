@@ -109,9 +109,10 @@ def moving_digit_corners(
 ) -> np.ndarray:
     """The digits' top-left corners in the videos :func:`make_moving_digits` makes with the
     same arguments, before rounding to whole pixels: f32[N, num_frames, num_digits, 2]."""
-    return _corners(num_sequences, seed, split, num_frames, canvas, digit_size, num_digits, speed)[
-        1
-    ]
+    _, corners = _corners(
+        num_sequences, seed, split, num_frames, canvas, digit_size, num_digits, speed
+    )
+    return corners
 
 
 def make_moving_digits(
