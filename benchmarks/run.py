@@ -70,14 +70,16 @@ def cpu_info() -> dict:
 
 
 def device_name() -> str:
-    """``cpu-<cores>core-<arch>-<isa>`` (the ISA: ``avx512`` or ``avx2`` on x86, whose
-    GEMM rates differ ~1.5x on the same cores), or the accelerator's kind."""
+    """``cpu-<cores>core-<arch>-<isa>`` (the ISA: ``avx512-amx``, ``avx512`` or ``avx2`` on
+    x86, whose GEMM rates differ ~1.5x on the same cores), or the accelerator's kind."""
     device = jax.devices()[0]
     if device.platform == "cpu":
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 0
         name = f"cpu-{cores}core-{platform.machine()}"
         flags = cpu_flags()
         isa = "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else ""
+        if isa == "avx512" and "amx_bf16" in flags:
+            isa += "-amx"  # Intel Xeon with matrix tiles: its own host class
         return f"{name}-{isa}" if isa else name
     return device.device_kind.replace(" ", "-").lower()
 
