@@ -143,6 +143,23 @@ def layered_model(hidden_channels=(4, 3), **options) -> VideoPredictor:
     )  # fmt: skip
 
 
+def pin_heads(model: VideoPredictor, assignment_logit: float) -> None:
+    """Heads that ignore the states (a model of :func:`layered_model`'s shape): the mask
+    head gives the even columns of every patch ``assignment_logit`` for layer 0 and the odd
+    ones the same for layer 1; the kernel head moves layer 0 one row down and layer 1 two
+    columns left per frame."""
+    mask_bias = np.zeros((4, 4, 2), np.float32)  # channel (row, column, layer) of a patch
+    mask_bias[:, 0::2, 0] = mask_bias[:, 1::2, 1] = assignment_logit
+    model.mask_head.kernel.value = jnp.zeros_like(model.mask_head.kernel.value)
+    model.mask_head.bias.value = jnp.asarray(mask_bias.reshape(-1))
+    kernel_bias = np.full((2, 19), -40.0, np.float32)  # per motion [vertical | horizontal | score]
+    kernel_bias[:, 18] = 0.0
+    kernel_bias[0, [3, 9 + 4]] = 40.0  # layer 0 pulls from one row above: moves down
+    kernel_bias[1, [4, 9 + 6]] = 40.0  # layer 1 pulls from two columns right: moves left
+    model.kernel_head.kernel.value = jnp.zeros_like(model.kernel_head.kernel.value)
+    model.kernel_head.bias.value = jnp.asarray(kernel_bias.reshape(-1))
+
+
 def test_layered_rollout_with_pinned_heads(monkeypatch):
     """Heads that ignore the states: the mask head puts the even columns of every patch in
     layer 0 and the odd ones in layer 1; the kernel head moves layer 0 one row down and
@@ -161,16 +178,7 @@ def test_layered_rollout_with_pinned_heads(monkeypatch):
     model = layered_model()
     assert model.forecaster[0].in_channels == 2 * 16  # two layers' 4x4 patches
     assert model.mask_head.out_features == 2 * 16  # per pixel of a patch, two layers
-    mask_bias = np.zeros((4, 4, 2), np.float32)  # channel (row, column, layer) of a patch
-    mask_bias[:, 0::2, 0] = mask_bias[:, 1::2, 1] = 40.0
-    model.mask_head.kernel.value = jnp.zeros_like(model.mask_head.kernel.value)
-    model.mask_head.bias.value = jnp.asarray(mask_bias.reshape(-1))
-    kernel_bias = np.full((2, 19), -40.0, np.float32)  # per motion [vertical | horizontal | score]
-    kernel_bias[:, 18] = 0.0
-    kernel_bias[0, [3, 9 + 4]] = 40.0  # layer 0 pulls from one row above: moves down
-    kernel_bias[1, [4, 9 + 6]] = 40.0  # layer 1 pulls from two columns right: moves left
-    model.kernel_head.kernel.value = jnp.zeros_like(model.kernel_head.kernel.value)
-    model.kernel_head.bias.value = jnp.asarray(kernel_bias.reshape(-1))
+    pin_heads(model, 40.0)
     rng = np.random.default_rng(3)
     context = jnp.asarray(rng.uniform(size=(2, 3, 16, 16, 1)), jnp.float32)
     predicted = np.asarray(jax.nn.sigmoid(model(context, 3)))
@@ -192,6 +200,39 @@ def test_layered_rollout_with_pinned_heads(monkeypatch):
             axis=-1,
         )
         np.testing.assert_allclose(first_layer[k], reads, atol=1e-5)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.5, 0.02])
+def test_layer_temperature_sharpens_the_assignment(temperature):
+    """Assignment logits of 2 (each pixel 88% in its own layer at temperature 1, the rest in
+    the other layer, which moves elsewhere: a faint copy) divided by the temperature: the
+    prediction is the frame's share in each layer moved by that layer's motion, so at
+    0.02 every pixel moves with its own layer alone (no copy)."""
+    model = layered_model(layer_temperature=temperature)
+    pin_heads(model, 2.0)
+    rng = np.random.default_rng(5)
+    context = jnp.asarray(rng.uniform(size=(2, 3, 16, 16, 1)), jnp.float32)
+    predicted = np.asarray(jax.nn.sigmoid(model(context, 2)))
+    last = np.asarray(context[:, -1])
+    share = 1.0 / (1.0 + np.exp(-2.0 / temperature))  # softmax of (2, 0) / temperature
+    even_columns = np.zeros_like(last)
+    even_columns[:, :, 0::2] = 1.0
+    layer_0 = last * (share * even_columns + (1 - share) * (1 - even_columns))
+    layer_1 = last - layer_0
+    for k in range(2):
+        expected = np.clip(shifted(layer_0, k + 1, 0) + shifted(layer_1, 0, -2 * (k + 1)), 0, 1)
+        np.testing.assert_allclose(
+            predicted[:, k], ADVECTION_EPS + (1 - 2 * ADVECTION_EPS) * expected, atol=1e-5
+        )
+    if temperature < 0.1:  # the hard split: even columns move down, odd ones left
+        even = last * even_columns
+        np.testing.assert_allclose(
+            predicted[:, 0],
+            ADVECTION_EPS
+            + (1 - 2 * ADVECTION_EPS)
+            * np.clip(shifted(even, 1, 0) + shifted(last - even, 0, -2), 0, 1),
+            atol=1e-5,
+        )
 
 
 def test_layers_with_the_matching_prior_keep_the_context_motion():
@@ -223,6 +264,11 @@ def test_layered_options_and_gradients():
         layered_model(forecaster_motion=True, motion_input="matching")
     with pytest.raises(ValueError, match="advection_temperature=0.5 needs"):
         layered_model(advection_temperature=0.5)
+    with pytest.raises(ValueError, match="layer_temperature must be a finite number > 0"):
+        layered_model(layer_temperature=0.0)
+    with pytest.raises(ValueError, match="layer_temperature=0.5 needs the layered form"):
+        VideoPredictor(1, patch_size=4, output="advection", advection_source="splat",
+                       layer_temperature=0.5, rngs=nnx.Rngs(0))  # fmt: skip
     model = layered_model(
         (3,), advection_prior="matching", matching_radius=2, advection_kernel_size=5
     )

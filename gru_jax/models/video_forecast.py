@@ -255,7 +255,8 @@ class ForecastMixin:
         assignment = jax.nn.softmax(  # [B, H, W, K]: each pixel's share in each layer
             depth_to_space(
                 self._head_alone(self.mask_head, jnp.concatenate(states, axis=-1)), p
-            ).astype(jnp.float32),
+            ).astype(jnp.float32)
+            / self.layer_temperature,
             axis=-1,
         )
         total = jnp.zeros((batch, motions, 2), jnp.float32)  # each layer's move so far

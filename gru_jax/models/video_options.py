@@ -25,6 +25,7 @@ def check_options(
     advection_cell_size: int | None,
     advection_motions: int,
     advection_temperature: float,
+    layer_temperature: float,
     advection_source: str,
     advection_prior: str,
     forecaster_motion: bool,
@@ -75,6 +76,16 @@ def check_options(
         raise ValueError(
             f"advection_temperature={advection_temperature} needs output='advection' and "
             f"advection_source 'previous' or 'context', got {output!r}, {advection_source!r}"
+        )
+    if not (isinstance(layer_temperature, (int, float)) and 0 < layer_temperature < inf):
+        raise ValueError(
+            f"layer_temperature must be a finite number > 0, got {layer_temperature!r}"
+        )
+    if layer_temperature != 1 and not (advection_source == "splat" and advection_motions):
+        raise ValueError(
+            f"layer_temperature={layer_temperature} needs the layered form "
+            "(advection_source='splat' and advection_motions > 0), got "
+            f"{advection_source!r}, {advection_motions}"
         )
     if advection_source == "flow" and (output != "advection" or advection_motions):
         raise ValueError(

@@ -125,6 +125,13 @@ class VideoPredictor(ForecastMixin, nnx.Module):
         constant temperature only rescales what the kernel head learns. Only with
         ``advection_source`` ``'previous'`` or ``'context'`` (``'flow'`` and ``'splat'``
         read a kernel as its mean offset, which a temperature would move).
+      layer_temperature: the layered form's assignment (each pixel's share in the ``K``
+        layers) is a softmax of the mask head's logits divided by this (> 0; 1: as
+        trained). A test-time knob: below 1 each pixel goes more wholly into its likeliest
+        layer, so a digit is no longer split between layers that move apart (the faint
+        copies of the docs' round 10); near 0 every pixel is in one layer and each
+        predicted frame is the last context frame's pixels rigidly rearranged. Only with
+        ``advection_source='splat'`` and ``advection_motions > 0``.
       advection_motions: 0 for kernels per cell (above); ``K > 0`` for ``K`` kernel
         pairs shared by the whole frame instead (Finn et al.'s CDNA,
         :mod:`gru_jax.models.advection`): each pools the patches' kernel logits with a
@@ -203,6 +210,7 @@ class VideoPredictor(ForecastMixin, nnx.Module):
         advection_cell_size: int | None = None,
         advection_motions: int = 0,
         advection_temperature: float = 1.0,
+        layer_temperature: float = 1.0,
         advection_source: str = "previous",
         advection_prior: str = "none",
         forecaster_motion: bool = False,
@@ -224,6 +232,7 @@ class VideoPredictor(ForecastMixin, nnx.Module):
             advection_cell_size=advection_cell_size,
             advection_motions=advection_motions,
             advection_temperature=advection_temperature,
+            layer_temperature=layer_temperature,
             advection_source=advection_source,
             advection_prior=advection_prior,
             forecaster_motion=forecaster_motion,
@@ -236,6 +245,7 @@ class VideoPredictor(ForecastMixin, nnx.Module):
         self.advection = output == "advection"
         self.motions = advection_motions
         self.advection_temperature = float(advection_temperature)
+        self.layer_temperature = float(layer_temperature)
         self.cells_per_side = max(1, patch_size // cell)  # kernel pairs per patch side
         self.patches_per_cell = max(1, cell // patch_size)  # patches per cell side
         self.advection_source = advection_source
