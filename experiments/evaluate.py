@@ -7,9 +7,10 @@ The config is the run's own (``<workdir>/config.json``, as training saved it), s
 override the run was trained with still holds; ``--config.<field>=value`` changes what
 may change at test time: decoding (``decode.beam_width``), the test set
 (``dataset.test_seed``, ``dataset.num_test``, ``dataset.test_set``), evaluation batch
-size, plots, or a test-time model option such as ``model.advection_temperature``. An
-override that changes the parameters' shapes is a one-line error (the checkpoint does
-not fit), as is a field the run's config does not have.
+size, plots, or a test-time model option such as ``model.advection_temperature`` or
+``model.layer_temperature``. An override that changes the parameters' shapes is a
+one-line error (the checkpoint does not fit), as is a field the run's config does not
+have.
 
 Writes ``<outdir>/config.json`` (the config evaluated), ``<outdir>/results.json``
 (the metrics under ``"test"``, as training's results.json, plus the checkpoint step and
