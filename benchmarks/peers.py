@@ -56,6 +56,7 @@ class Runner:
     step: Callable[[], object]
     compiled: object = None  # a jax Compiled, for memory analysis
     first_call_s: float = float("nan")
+    module: object = None  # the torch module (torch peers), for inspection
 
 
 def _jax_runner(apply: Callable, params, case: Case) -> Runner:
@@ -174,7 +175,10 @@ def build_keras(case: Case) -> Runner:
     return _jax_runner(apply, trainable, case)
 
 
-def build_torch(case: Case) -> Runner:
+def build_torch(case: Case, dtype: str = "float32") -> Runner:
+    """``torch.nn.GRU`` on CUDA when available (cuDNN), else the CPU; ``dtype='bfloat16'``:
+    parameters and inputs in bfloat16 (torch then runs the whole cell in bfloat16, on CPUs
+    with AMX through oneDNN), the loss formed in float32."""
     import torch
 
     torch.set_num_threads(
@@ -188,8 +192,8 @@ def build_torch(case: Case) -> Runner:
         case.num_layers,
         batch_first=True,
         bidirectional=case.bidirectional,
-    ).to(device)
-    x = torch.from_numpy(case.inputs()).to(device)
+    ).to(device, getattr(torch, dtype))
+    x = torch.from_numpy(case.inputs()).to(device, getattr(torch, dtype))
     ct = torch.from_numpy(case.cotangent()).to(device)
     lengths = case.lengths()
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
@@ -208,6 +212,7 @@ def build_torch(case: Case) -> Runner:
     def train_step():
         model.zero_grad(set_to_none=True)
         y, h_n = forward()
+        y, h_n = y.float(), h_n.float()
         loss = (h_n[-1] ** 2).sum() if case.loss == "last" else (y * ct).sum() / y.numel()
         loss.backward()
         sync()
@@ -220,7 +225,7 @@ def build_torch(case: Case) -> Runner:
     step = train_step if case.mode == "train" else infer_step
     start = time.perf_counter()
     step()
-    return Runner(step, None, time.perf_counter() - start)
+    return Runner(step, None, time.perf_counter() - start, model)
 
 
 PEERS: dict[str, Callable[[Case], Runner]] = {
@@ -235,6 +240,7 @@ PEERS: dict[str, Callable[[Case], Runner]] = {
 OPTIONAL_PEERS: dict[str, Callable[[Case], Runner]] = {
     "flax_linen_bf16": lambda case: build_flax_linen(case, jnp.bfloat16),
     "flax_nnx_bf16": lambda case: build_flax_nnx(case, jnp.bfloat16),
+    "torch_bf16": lambda case: build_torch(case, "bfloat16"),
 }
 ALL_PEERS = {**PEERS, **OPTIONAL_PEERS}
 

@@ -142,12 +142,13 @@ def _chunk_backward(sws, plan, x, h0, lengths, ys, saved, dys, carry, position, 
         n_input, d_n = (h_prev, dhn) if plan.reset_after else (r * h_prev, dn)
         x_c = x_chunks[d][:, b0 : b0 + bs]
         dwi, dbi, dwh, dbhn = grads[d]
+        cd = plan.compute_dtype  # weight gradients: operands in the GEMMs' dtype
         dwh = (
-            dwh[0] + contract_leading(h_prev, dr),
-            dwh[1] + contract_leading(h_prev, dz),
-            dwh[2] + contract_leading(n_input, d_n),
+            dwh[0] + contract_leading(h_prev, dr, cd),
+            dwh[1] + contract_leading(h_prev, dz, cd),
+            dwh[2] + contract_leading(n_input, d_n, cd),
         )
-        dwi = tuple(a + contract_leading(x_c, v) for a, v in zip(dwi, (dr, dz, dn)))
+        dwi = tuple(a + contract_leading(x_c, v, cd) for a, v in zip(dwi, (dr, dz, dn)))
         dbi = tuple(a + jnp.sum(v, axis=(0, 1)) for a, v in zip(dbi, (dr, dz, dn)))
         if plan.reset_after:
             dbhn = dbhn + jnp.sum(dhn, axis=(0, 1))

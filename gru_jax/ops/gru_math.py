@@ -101,16 +101,19 @@ def matmul_transposed(a: Array, kernel: Array) -> Array:
     )
 
 
-def contract_leading(a: Array, b: Array) -> Array:
+def contract_leading(a: Array, b: Array, operand_dtype=None) -> Array:
     """``sum over all leading axes of a[..., i] * b[..., j]`` -> ``[i, j]``, f32 accumulate.
 
     Deferred weight gradients: one large GEMM over (time, batch) instead of a small one per
-    step.
+    step. ``operand_dtype`` (None: ``b``'s): both operands are rounded to it, as every other
+    GEMM of the layer rounds its operands to the compute dtype (bfloat16 weight gradients
+    run at the bfloat16 GEMM rate; the sum stays float32).
     """
+    operand_dtype = b.dtype if operand_dtype is None else jnp.dtype(operand_dtype)
     axes = tuple(range(a.ndim - 1))
     return jax.lax.dot_general(
-        a.astype(b.dtype) if a.dtype != b.dtype else a,
-        b,
+        a.astype(operand_dtype),
+        b.astype(operand_dtype),
         ((axes, axes), ((), ())),
         preferred_element_type=jnp.float32,
     )
