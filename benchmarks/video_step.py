@@ -38,6 +38,7 @@ LAYERS = {"advection_source": "splat", "advection_prior": "matching"}
 VARIANTS = {  # name: model overrides (all squared error but the default)
     "default": {},
     "default-mse": {"loss": "mse"},
+    "default-bf16": {"dtype": "bfloat16"},  # convolution operands in bfloat16
     "layers-4": {"loss": "mse", **LAYERS, "advection_motions": 4},
     "layers-8": {"loss": "mse", **LAYERS, "advection_motions": 8},
 }  # fmt: skip
