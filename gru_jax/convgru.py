@@ -91,6 +91,8 @@ def check_frames(x, in_channels: int, time_major: bool, name: str = "inputs") ->
         raise ValueError(
             f"{name} channel size must equal in_channels={in_channels}; got shape {shape}"
         )
+    if shape[0 if time_major else 1] == 0:
+        raise ValueError(f"{name} must have at least one time step; got shape {shape}")
 
 
 class ConvGRUCell(nnx.Module):
@@ -323,6 +325,7 @@ class ConvGRU(nnx.Module):
         check_frames(x, self.in_channels, self.time_major)
         batch, steps = (x.shape[1], x.shape[0]) if self.time_major else x.shape[:2]
         spatial = tuple(x.shape[2:4])
+        seq_lengths = validation.lengths_array(seq_lengths)
         validation.check_seq_lengths(seq_lengths, batch, steps)
         validation.check_carry(initial_carry, (batch, *spatial, self.hidden_channels))
         if initial_carry is None:

@@ -32,7 +32,9 @@ def per_gate_orthogonal(key, shape, dtype=jnp.float32):
 
 
 class GRUGates(NamedTuple):
-    """Per-step gate activations, each ``f32[batch, time, hidden]`` (zero at padded steps)."""
+    """Per-step gate activations in the outputs' layout: each ``f32[batch, time, hidden]``
+    (``[time, batch, hidden]`` with ``time_major``; ``[batch, hidden]`` from
+    ``GRUCell.step``), zero at padded steps."""
 
     reset: Array
     update: Array
@@ -204,6 +206,9 @@ class GRU(nnx.Module):
         custom_gradient: bool = True,
         rngs: nnx.Rngs,
     ):
+        validation.check_kernel_options(
+            unroll=unroll, chunk_size=chunk_size, batch_groups=batch_groups
+        )
         self.cell = GRUCell(
             in_features,
             hidden_size,
@@ -241,6 +246,7 @@ class GRU(nnx.Module):
     ):
         validation.check_sequence_input(x, self.in_features, self.time_major)
         batch, steps = (x.shape[1], x.shape[0]) if self.time_major else x.shape[:2]
+        seq_lengths = validation.lengths_array(seq_lengths)
         validation.check_seq_lengths(seq_lengths, batch, steps)
         validation.check_carry(initial_carry, (batch, self.hidden_size))
         if initial_carry is None:

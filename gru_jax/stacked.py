@@ -53,6 +53,14 @@ class Bidirectional(nnx.Module):
             raise ValueError("backward_layer must process time in reverse; got reverse=False")
         if getattr(forward_layer, "reverse", False) is not False:
             raise ValueError("forward_layer must process time forwards; got reverse=True")
+        for option in ("time_major", "in_features"):
+            forward_value = getattr(forward_layer, option, None)
+            backward_value = getattr(backward_layer, option, None)
+            if forward_value != backward_value:
+                raise ValueError(
+                    f"forward_layer and backward_layer must agree on {option}; got "
+                    f"{forward_value!r} and {backward_value!r}"
+                )
         self.forward_layer = forward_layer
         self.backward_layer = backward_layer
         self.fused = (
@@ -63,6 +71,8 @@ class Bidirectional(nnx.Module):
         )
 
     def __call__(self, x, seq_lengths=None, initial_carry=None, return_carry=False):
+        validation.check_carry_pair(initial_carry)
+        seq_lengths = validation.lengths_array(seq_lengths)
         carry_f, carry_b = (None, None) if initial_carry is None else initial_carry
         if self.fused:
             return self._fused_call(x, seq_lengths, carry_f, carry_b, return_carry)
@@ -176,6 +186,7 @@ class StackedGRU(nnx.Module):
     ):
         validation.check_sequence_input(x, self.in_features, self.time_major)
         batch = x.shape[1] if self.time_major else x.shape[0]
+        seq_lengths = validation.lengths_array(seq_lengths)
         dirs = self.num_directions
         validation.check_carry(initial_carry, (self.num_layers * dirs, batch, self.hidden_size))
         carries = []

@@ -25,6 +25,7 @@ X = jnp.zeros((2, 4, 5, 6, 2))  # [batch, time, height, width, channels]
         (lambda m: m(X, jnp.array([4, 4, 4])), r"seq_lengths must have shape \(2,\)"),
         (lambda m: m(X, jnp.array([4.0, 1.0])), "seq_lengths must have an integer dtype"),
         (lambda m: m(X, jnp.array([4, 5])), r"seq_lengths must lie in \[0, 4\]"),
+        (lambda m: m(X[:, :0]), r"at least one time step; got shape \(2, 0, 5, 6, 2\)"),
         (
             lambda m: m(X, initial_carry=jnp.zeros((2, 5, 5, 3))),
             r"initial_carry must have shape \(2, 5, 6, 3\); got shape \(2, 5, 5, 3\)",

@@ -55,6 +55,25 @@ def test_time_major_layout_is_named():
         gru(jnp.ones((FEATURES,)))
 
 
+@pytest.mark.parametrize("model", ["gru", "stack"])
+def test_empty_time_axis_and_complex_inputs(model, request):
+    model = request.getfixturevalue(model)
+    with one_line_error(r"at least one time step; got shape \(2, 0, 3\)"):
+        model(jnp.ones((BATCH, 0, FEATURES)))
+    with one_line_error(r"real \(float or integer\) dtype; got complex64"):
+        model(jnp.ones((BATCH, STEPS, FEATURES), jnp.complex64))
+
+
+def test_python_lists_of_lengths_work_like_arrays(gru, stack):
+    for model in (gru, stack):
+        listed = model(X, [5, 2])
+        assert jnp.array_equal(listed, model(X, jnp.array([5, 2])))
+    with one_line_error(r"seq_lengths must have shape \(2,\) \[batch\]; got shape \(3,\)"):
+        gru(X, [5, 5, 5])
+    with one_line_error(r"initial_carry must have shape \(2, 4\); got shape \(2, 3\)"):
+        gru(X, initial_carry=[[0.0] * 3] * 2)
+
+
 def test_checks_run_under_jit(gru):
     graphdef, state = nnx.split(gru)
     apply = jax.jit(lambda state, x: nnx.merge(graphdef, state)(x))
@@ -109,6 +128,26 @@ def test_bidirectional_layer_directions():
         gru_jax.Bidirectional(forward, forward)
     with one_line_error(r"forward_layer must process time forwards; got reverse=True"):
         gru_jax.Bidirectional(backward, backward)
+    time_major_backward = gru_jax.GRU(FEATURES, HIDDEN, reverse=True, time_major=True, rngs=rngs)
+    with one_line_error(r"must agree on time_major; got False and True"):
+        gru_jax.Bidirectional(forward, time_major_backward)
+    with one_line_error(r"must agree on in_features; got 3 and 5"):
+        gru_jax.Bidirectional(forward, gru_jax.GRU(5, HIDDEN, reverse=True, rngs=rngs))
+    layer = gru_jax.Bidirectional(forward, backward)
+    with one_line_error(r"initial_carry must be a pair \(forward_carry, backward_carry\); got"):
+        layer(X, initial_carry=jnp.zeros((BATCH, HIDDEN)))
+    with one_line_error(r"must be a pair .*; got a 3-tuple"):
+        layer(X, initial_carry=(jnp.zeros((BATCH, HIDDEN)),) * 3)
+
+
+def test_kernel_options():
+    rngs = nnx.Rngs(0)
+    with one_line_error(r"chunk_size must be an int >= 1; got 0"):
+        gru_jax.GRU(FEATURES, HIDDEN, chunk_size=0, rngs=rngs)
+    with one_line_error(r"unroll must be None, True/False or an int >= 1; got 0"):
+        gru_jax.GRU(FEATURES, HIDDEN, unroll=0, rngs=rngs)
+    with one_line_error(r"batch_groups must be None or an int >= 1; got -2"):
+        gru_jax.StackedGRU(FEATURES, HIDDEN, batch_groups=-2, rngs=rngs)
 
 
 def test_torch_interop_errors():
