@@ -35,6 +35,7 @@ from experiments import steps
 from experiments.checkpoints import Checkpointer, CheckpointMismatchError
 from experiments.cli import first_message
 from experiments.reporting import quiet_library_logs
+from experiments.run_config import config_changes
 from experiments.setup import build_run
 from experiments.sharding import DataParallel, params_rule
 from experiments.sweep_grid import load_config_file
@@ -98,26 +99,6 @@ def saved_config(
         if added:
             logging.info("fields the run's config lacks, from --defaults: %s", ", ".join(added))
     return config
-
-
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(tree, dict):
-        flat = {}
-        for key, value in tree.items():
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        return flat
-    return {prefix[:-1]: tree}
-
-
-def config_changes(
-    trained: ml_collections.ConfigDict, evaluated: ml_collections.ConfigDict
-) -> dict[str, list]:
-    """``{dotted field: [trained value, evaluated value]}`` for every field that differs."""
-    before = _flatten(json.loads(trained.to_json_best_effort()))
-    after = _flatten(json.loads(evaluated.to_json_best_effort()))
-    return {
-        k: [before.get(k), after.get(k)] for k in sorted(after) if before.get(k) != after.get(k)
-    }
 
 
 def _check_dirs(workdir: str, outdir: str) -> None:

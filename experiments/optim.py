@@ -13,6 +13,10 @@ def learning_rate_schedule(config: ml_collections.ConfigDict, total_steps: int) 
     """Linear warmup over ``warmup_fraction`` of the run, then cosine decay to
     ``learning_rate * end_learning_rate_factor`` at ``total_steps`` (``cosine``), or a
     flat rate (``constant``, warmup still applies)."""
+    if not 0.0 <= config.warmup_fraction <= 1.0:
+        raise ValueError(
+            f"optimizer.warmup_fraction must lie in [0, 1]; got {config.warmup_fraction}"
+        )
     peak = config.learning_rate
     warmup_steps = int(round(config.warmup_fraction * total_steps))
     if config.schedule == "cosine":

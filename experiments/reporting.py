@@ -52,9 +52,10 @@ class Reporter:
         self.workdir = workdir
         self.total_steps = total_steps
         self.enabled = enabled
-        # purge_step drops events a killed run wrote after its last checkpoint.
+        # purge_step drops the events a killed run wrote after its last checkpoint (or, with
+        # none, after step 0); those at the checkpoint's step were written before it.
         self.writer = (
-            SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=start_step or None)
+            SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=start_step + 1)
             if enabled
             else None
         )
@@ -110,7 +111,9 @@ class Reporter:
             )
 
     def log_eval(self, step: int, metrics: dict[str, float]) -> None:
-        """Records test-set metrics at ``step``."""
+        """Records test-set metrics at ``step`` (replacing an evaluation recorded at that
+        step before, as a rerun of a finished run evaluates its last step again)."""
+        self.history = [e for e in self.history if (e["step"], e["split"]) != (step, "eval")]
         self.history.append({"step": step, "split": "eval", **metrics})
         if not self.enabled:
             return

@@ -53,6 +53,10 @@ def total_train_steps(config: ml_collections.ConfigDict, num_train: int) -> tupl
         )
     if config.train.num_steps > 0:
         return config.train.num_steps, per_epoch
+    if not config.train.num_epochs > 0:
+        raise ValueError(
+            f"train.num_epochs must be > 0 when train.num_steps <= 0; got {config.train.num_epochs}"
+        )
     return max(1, int(round(config.train.num_epochs * per_epoch))), per_epoch
 
 

@@ -108,14 +108,19 @@ def make_train_step(
         )
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         grad_norm = optax.global_norm(grads)
+        params = optax.apply_updates(state["params"], updates)
         updated = {
             "step": step + 1,
-            "params": optax.apply_updates(state["params"], updates),
+            "params": params,
             "opt_state": opt_state,
             "model_state": model_state,
         }
         already_bad = state["nonfinite_step"] >= 0
-        good = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & ~already_bad
+        # Finite gradients can still overflow the parameters (a huge learning rate).
+        finite_params = jax.tree.reduce(
+            jnp.logical_and, jax.tree.map(lambda p: jnp.isfinite(p).all(), params), True
+        )
+        good = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & finite_params & ~already_bad
         new_state = {
             key: jax.tree.map(lambda new, old: jnp.where(good, new, old), updated[key], state[key])
             for key in CHECKPOINTED

@@ -10,8 +10,9 @@ flags apply to every run. Each run trains in ``<workdir>/<name>`` (e.g.
 ``hidden_size=64,learning_rate=0.001``), which holds its resolved ``config.json``,
 checkpoints, ``results.json`` and ``train.log``. Runs with a ``results.json`` are skipped,
 so rerunning a sweep finishes what is missing (interrupted runs resume from their
-checkpoints). The summary: ``sweep_results.csv``/``.md`` ranked by ``--metric`` and one
-``sweep_<key>.png`` per swept key. Exit status 1 if any run failed.
+checkpoints); a rerun whose settings differ from a run's saved config is refused. The
+summary: ``sweep_results.csv``/``.md`` ranked by ``--metric`` and one ``sweep_<key>.png``
+per swept key. Exit status 1 if any run failed.
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ import os
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from experiments import sweep_report
+from experiments import run_config, sweep_report
 from experiments.cli import first_message, parse_flags
 from experiments.sweep_devices import make_slots
 from experiments.sweep_grid import (
     SweepError,
+    apply_overrides,
     check_grid,
     format_value,
     grid_from_flags,
@@ -134,6 +136,13 @@ def main(argv: list[str]) -> None:
             fixed_flags + override_flags(overrides))
         for overrides in grid
     ]  # fmt: skip
+    for run, overrides in zip(runs, grid):  # a run dir from other settings is not reused
+        try:
+            run_config.check_rerun(
+                run.directory, apply_overrides(_CONFIG.value, overrides), what="this sweep"
+            )
+        except ValueError as error:
+            raise SystemExit(f"error: {first_message(error)}") from None
     logging.info(
         "sweep of %d runs (%d finished before), %d at a time on %s; ranked by %s (%s)",
         len(runs), sum(run.finished for run in runs), len(slots),

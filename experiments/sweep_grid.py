@@ -122,9 +122,18 @@ def grid_from_flags(specs: Sequence[str], config: ml_collections.ConfigDict) -> 
 
 
 def _split_values(values: str, kind: type) -> list[str]:
-    """Values separated by commas; tuple/list values are bracketed and may contain commas."""
+    """Values separated by commas; tuple/list values are bracketed and may contain commas
+    (anything else between them, such as an unbracketed value, is an error)."""
     if kind in (tuple, list):
-        return [match.group(0) for match in re.finditer(r"[\[(][^\])]*[\])]", values)]
+        pattern = r"[\[(][^\])]*[\])]"
+        pieces = [piece.strip(", ") for piece in re.split(pattern, values)]
+        leftover = ", ".join(piece for piece in pieces if piece)
+        if leftover:
+            raise SweepError(
+                f"sweep values {values!r} of a {kind.__name__} field must each be bracketed, "
+                f"e.g. '(4, 4),(8, 8)'; {leftover!r} is not"
+            )
+        return [match.group(0) for match in re.finditer(pattern, values)]
     return values.split(",")
 
 
@@ -156,17 +165,24 @@ def check_grid(grid: list[Overrides], config: ml_collections.ConfigDict) -> None
     if duplicates:
         raise SweepError(f"the sweep lists the same run twice: {duplicates[0]}")
     for run in grid:
-        trial = copy.deepcopy(config)
-        trial.lock()
-        for key, value in run.items():
-            *parents, leaf = key.split(".")
-            node = trial
-            for parent in parents:
-                node = node[parent]
-            try:
-                node[leaf] = value
-            except TypeError as error:
-                raise SweepError(f"sweep value {value!r} for {key}: {error}") from None
+        apply_overrides(config, run)
+
+
+def apply_overrides(config: ml_collections.ConfigDict, run: Overrides) -> ml_collections.ConfigDict:
+    """A locked copy of ``config`` with ``run``'s overrides (ml_collections' type checks
+    included): the config that run trains with."""
+    trial = copy.deepcopy(config)
+    trial.lock()
+    for key, value in run.items():
+        *parents, leaf = key.split(".")
+        node = trial
+        for parent in parents:
+            node = node[parent]
+        try:
+            node[leaf] = value
+        except TypeError as error:
+            raise SweepError(f"sweep value {value!r} for {key}: {error}") from None
+    return trial
 
 
 def format_value(value: Any) -> str:

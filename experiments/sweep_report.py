@@ -8,6 +8,7 @@ import csv
 import json
 import math
 import os
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,12 +19,19 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 Row = dict[str, Any]
 LOWER_IS_BETTER = ("loss", "error", "mse", "mae", "cer", "wer", "perplexity", "distance", "time")
+# Words that make a name higher-is-better even next to one of the above: 'mse_reduction'
+# (1 - mse / baseline), 'error_reduction'.
+HIGHER_IS_BETTER = ("accuracy", "reduction", "ssim", "psnr", "sharpness", "score", "f1", "auc")
 
 
 def default_mode(metric: str) -> str:
-    """``'min'`` for metrics whose name says lower is better (loss, error, ...), else
-    ``'max'``."""
-    return "min" if any(word in metric.lower() for word in LOWER_IS_BETTER) else "max"
+    """``'max'`` for metrics whose name (its words, split at '.', '_' and '/') says higher is
+    better (accuracy, mse_reduction, ...), ``'min'`` for those that say lower is better
+    (loss, error, mse, ...), else ``'max'``."""
+    words = set(re.split(r"[._/]", metric.lower()))
+    if words & set(HIGHER_IS_BETTER):
+        return "max"
+    return "min" if words & set(LOWER_IS_BETTER) else "max"
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, float]:

@@ -32,7 +32,7 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
-from experiments import plots, steps
+from experiments import plots, run_config, steps
 from experiments.checkpoints import Checkpointer
 from experiments.reporting import Reporter
 from experiments.setup import RunSetup, build_run
@@ -92,8 +92,8 @@ def _check_finite(state: steps.TrainState, checkpointer: Checkpointer) -> None:
         last = checkpointer.latest_step()
         where = f"step {last} in {checkpointer.directory}" if last is not None else "none saved"
         raise NonFiniteLossError(
-            f"non-finite loss or gradients at training step {bad_step}; stopped without "
-            f"saving past it (last good checkpoint: {where})"
+            f"non-finite loss, gradients or parameters at training step {bad_step}; stopped "
+            f"without saving past it (last good checkpoint: {where})"
         )
 
 
@@ -154,6 +154,11 @@ def _prepare(run: RunSetup, parallel: DataParallel, checkpointer: Checkpointer):
     latest = checkpointer.latest_step()
     if latest is None:
         return shardings, parallel.put(run.state, state_shardings)
+    if latest > run.total_steps:
+        raise ValueError(
+            f"the newest checkpoint in {checkpointer.directory} is at step {latest}, past this "
+            f"run's {run.total_steps} training steps; use a fresh --workdir"
+        )
     state = checkpointer.restore(latest, run.state, state_shardings)
     logging.info("resumed from the checkpoint at step %d in %s", latest, checkpointer.directory)
     return shardings, state
@@ -193,6 +198,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     run = build_run(config)
     checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), config.train.keep_checkpoints)
     try:
+        if checkpointer.latest_step() is not None:  # resuming: it must be the same run
+            run_config.check_rerun(workdir, config)
         shardings, state = _prepare(run, parallel, checkpointer)
     except BaseException:
         checkpointer.close()
@@ -200,7 +207,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     # Written once the state fits: a resume with a config that does not fit the
     # checkpoints (an error above) leaves the run's saved config as it was.
     if primary:
-        with open(os.path.join(workdir, "config.json"), "w") as file:
+        with open(os.path.join(workdir, run_config.CONFIG_FILE), "w") as file:
             file.write(config.to_json_best_effort(indent=2, sort_keys=True))
     logging.info(
         "model %s: %d parameters; %d steps (%d per epoch); data-parallel over %d device(s) "
@@ -237,6 +244,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     compile_time = None
     if "steady_step_s" in timing:
         compile_time = max(0.0, timing["first_call_s"] - timing["steady_step_s"])
+    results_path = os.path.join(workdir, "results.json")
+    trained = {
+        "train_time_s": timing["train_time_s"],
+        "compile_time_s": compile_time,
+        "steady_step_time_s": timing.get("steady_step_s"),
+    }
+    if start_step == run.total_steps and os.path.isfile(results_path):
+        # A rerun of a finished run trains nothing: keep the timings of the training.
+        with open(results_path) as file:
+            earlier = json.load(file)
+        trained = {key: earlier.get(key, value) for key, value in trained.items()}
     results = {
         "test": test_metrics,
         "train_steps": run.total_steps,
@@ -246,12 +264,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         "num_devices": parallel.size,
         "num_processes": jax.process_count(),
         "wall_time_s": time.perf_counter() - wall_start,
-        "train_time_s": timing["train_time_s"],
-        "compile_time_s": compile_time,
-        "steady_step_time_s": timing.get("steady_step_s"),
+        **trained,
         "plots": [os.path.relpath(path, workdir) for path in plot_paths],
     }
     if primary:
-        write_json(os.path.join(workdir, "results.json"), results)
+        write_json(results_path, results)
     logging.info("test %s: %s", run.task.main_metric, test_metrics.get(run.task.main_metric))
     return results

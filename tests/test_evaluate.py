@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -123,14 +124,20 @@ def test_a_config_saved_before_a_field_existed_takes_it_from_defaults(trained_ru
         saved_config(str(old), digit_strings.get_config())
 
 
-def test_resume_with_a_config_that_does_not_fit_keeps_the_saved_config(trained_run):
+def test_resume_with_a_config_that_does_not_fit_keeps_the_saved_config(trained_run, tmp_path):
     workdir, _ = trained_run
     before = tree_digest(workdir)
     config = moving_digits.get_config("smoke")
     config.model.hidden_channels = (4, 8)
-    with pytest.raises(ValueError, match=r"does not match this config's model .*params\."):
+    with pytest.raises(ValueError, match=r"other settings \(model.hidden_channels: \[4, 4\]"):
         train_and_evaluate(config, workdir)
     assert tree_digest(workdir) == before  # config.json included
+    # A workdir without a config to compare (an older version's): the shapes are checked.
+    older = shutil.copytree(workdir, tmp_path / "older")
+    os.remove(older / "config.json")
+    with pytest.raises(ValueError, match=r"does not match this config's model .*params\."):
+        train_and_evaluate(config, str(older))
+    assert not (older / "config.json").exists()
 
 
 def test_config_changes_lists_changed_and_new_fields():

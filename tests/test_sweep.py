@@ -86,10 +86,14 @@ def kill_resume_rerun(base):
         path.parent.name: path.stat().st_mtime_ns for path in workdir.glob("*/results.json")
     }
     third = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    changed = subprocess.run(  # the same sweep with another fixed setting: refused
+        [*argv, "--config.train.num_steps=60"], cwd=ROOT, env=env, capture_output=True,
+        text=True, timeout=120,
+    )  # fmt: skip
     return {
         "workdir": workdir, "first_log": first_log, "finished": finished,
         "checkpointed": checkpointed, "orphans": orphans, "second": second, "third": third,
-        "completed": completed,
+        "completed": completed, "changed": changed,
     }  # fmt: skip
 
 
@@ -101,6 +105,19 @@ def test_sweep_killed_resumed_ranked_and_rerun(tmp_path):
     check_every_run_has_its_directory_config_and_results(state["workdir"])
     check_table_ranks_runs_by_the_task_metric(state["workdir"])
     check_rerun_of_a_finished_sweep_runs_nothing(state)
+    check_other_settings_in_the_same_workdir_are_refused(state)
+
+
+def check_other_settings_in_the_same_workdir_are_refused(state):
+    changed, workdir = state["changed"], state["workdir"]
+    assert changed.returncode == 1
+    message = changed.stderr.strip().splitlines()[-1]
+    assert message.startswith("error: ") and "holds a run with other settings" in message
+    assert "train.num_steps: 6 -> 60" in message and "fresh --workdir" in message
+    assert launches(changed.stderr) == []
+    for name in NAMES:  # the finished runs are untouched
+        mtime = (workdir / name / "results.json").stat().st_mtime_ns
+        assert mtime == state["completed"][name]
 
 
 def check_resumed_without_redoing_finished_runs(state):
@@ -232,6 +249,22 @@ def test_sort_puts_failed_runs_last_and_respects_the_mode():
     assert [r["run"] for r in sweep_report.sort_rows(rows, "m", "min")] == ["d", "a", "c", "b"]
     assert sweep_report.default_mode("test.loss") == "min"
     assert sweep_report.default_mode("test.accuracy") == "max"
+    assert sweep_report.default_mode("test.mse_reduction") == "max"  # 1 - mse / baseline
+    assert sweep_report.default_mode("test.mse_frame_3") == "min"
+    assert sweep_report.default_mode("test.greedy_sequence_accuracy") == "max"
+    assert sweep_report.default_mode("wall_time_s") == "min"
+
+
+def test_tuple_values_must_each_be_bracketed():
+    from configs import moving_digits
+
+    config = moving_digits.get_config("smoke")
+    grid = sweep_grid.grid_from_flags(["model.hidden_channels=(4, 4),[8, 8]"], config)
+    assert [run["model.hidden_channels"] for run in grid] == [(4, 4), (8, 8)]
+    for spec, leftover in (("(4, 4),8,[8, 8", "'8,[8, 8'"), ("4,8", "'4,8'")):
+        match = f"must each be bracketed.*{re.escape(leftover)}"
+        with pytest.raises(sweep_grid.SweepError, match=match):
+            sweep_grid.grid_from_flags([f"model.hidden_channels={spec}"], config)
 
 
 def test_failed_runs_are_recorded_and_do_not_stop_the_others(tmp_path):

@@ -62,10 +62,24 @@ def test_nested_override_reaches_the_run(tmp_path):
             "error: unknown config field: 'hidden_sise' Did you mean",
         ),
         (["--config.dataset.spec=mnist_typo"], "error: unknown dataset 'mnist_typo': expected"),
+        (
+            ["--config.model.hidden_size=abc"],
+            "error: flag --config.model.hidden_size=abc: invalid literal for int()",
+        ),
+        (
+            ["--config=configs/seq_digits.py:bogus"],
+            "error: flag --config=configs/seq_digits.py:bogus: ValueError: unknown config "
+            "variant 'bogus'",
+        ),
+        (
+            ["--config=configs/no_such_file.py"],
+            "error: cannot load --config: [Errno 2] No such file or directory",
+        ),
+        (["--config.optimizer.warmup_fraction=-0.5"], "error: optimizer.warmup_fraction must"),
     ],
 )
 def test_user_errors_are_one_line(tmp_path, overrides, expected):
-    result = run(tmp_path, *overrides)
+    result = run(tmp_path, *overrides)  # a --config among them replaces the smoke config
     assert result.returncode == 1
     assert last_line(result.stderr).startswith(expected)
     assert "Traceback" not in result.stderr

@@ -3,6 +3,8 @@ reported metrics, the npz round trip, the LSTM path, errors, the non-finite guar
 
 import json
 import os
+import shutil
+import struct
 
 import jax
 import jax.numpy as jnp
@@ -13,6 +15,8 @@ from flax import nnx
 
 from configs import seq_digits
 from experiments import optim
+from experiments.reporting import Reporter
+from experiments.run_config import ConfigChangedError
 from experiments.setup import restore_model
 from experiments.trainer import NonFiniteLossError, train_and_evaluate
 
@@ -83,9 +87,34 @@ def test_final_checkpoint_restores_to_the_reported_metrics(digits_run):
 
 def test_rerun_of_a_finished_run_resumes_at_the_end(digits_run, tmp_path):
     config, workdir, results = digits_run
-    again = train_and_evaluate(config, workdir)
+    copy = shutil.copytree(workdir, tmp_path / "copy")
+    # A setting that does not change what is trained (the log period) may differ.
+    again = train_and_evaluate(smoke_config(**{"train.log_every_steps": 3}), str(copy))
     assert again["resumed_from_step"] == 6
     assert again["test"] == pytest.approx(results["test"], abs=1e-6)
+    for key in ("train_time_s", "compile_time_s", "steady_step_time_s"):  # trained nothing
+        assert again[key] == results[key]
+    with open(copy / "history.json") as file:
+        history = json.load(file)
+    assert [e["step"] for e in history if e["split"] == "eval"] == [3, 6]  # not 6 twice
+
+
+def test_rerun_with_other_settings_is_refused_and_leaves_the_run_alone(digits_run, tmp_path):
+    _, workdir, _ = digits_run
+    copy = shutil.copytree(workdir, tmp_path / "copy")
+    record = {name: (copy / name).read_text() for name in ("config.json", "results.json")}
+    with pytest.raises(ConfigChangedError) as error:
+        train_and_evaluate(smoke_config(**{"dataset.split_seed": 1}), str(copy))
+    message = str(error.value)
+    assert "\n" not in message and "dataset.split_seed: 0 -> 1" in message
+    assert "fresh --workdir" in message
+    assert {name: (copy / name).read_text() for name in record} == record
+    assert sorted(os.listdir(copy / "checkpoints")) == ["3", "6"]
+    # A run of another version's config (no config.json to compare) still may not resume
+    # past its own length.
+    os.remove(copy / "config.json")
+    with pytest.raises(ValueError, match=r"is at step 6, past this run's 4 training steps"):
+        train_and_evaluate(smoke_config(**{"train.num_steps": 4}), str(copy))
 
 
 def _write_npz(path, rng, train=240, test=60):
@@ -170,6 +199,52 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(digits_
     assert all(np.isfinite(leaf).all() for leaf in leaves)
     for leaf, clean_leaf in zip(leaves, clean_leaves, strict=True):
         np.testing.assert_allclose(leaf, clean_leaf, rtol=1e-5, atol=1e-8)
+
+
+def test_parameters_that_overflow_stop_the_run_before_they_are_saved(tmp_path):
+    """Finite loss and gradients, but a learning rate that overflows float32 makes the
+    updated parameters infinite: the guard stops at that step and saves none of them."""
+    overflow = {
+        "optimizer.name": "sgd", "optimizer.b1": 0.0, "optimizer.learning_rate": 1e39,
+        "optimizer.warmup_fraction": 0.0, "optimizer.grad_clip_norm": 0.0,
+        "train.checkpoint_every_steps": 1, "train.log_every_steps": 1,
+    }  # fmt: skip
+    with pytest.raises(NonFiniteLossError, match=r"gradients or parameters at training step 0"):
+        train_and_evaluate(smoke_config(**overflow), str(tmp_path))
+    assert not os.listdir(tmp_path / "checkpoints")
+
+
+def read_events(directory):
+    """Every event in the TensorBoard files of ``directory`` (TFRecord framing: a u64
+    length and its crc, the payload, the payload's crc)."""
+    from tensorboardX.proto import event_pb2
+
+    events = []
+    for name in sorted(os.listdir(directory)):
+        data = (directory / name).read_bytes()
+        offset = 0
+        while offset < len(data):
+            (length,) = struct.unpack("<Q", data[offset : offset + 8])
+            event = event_pb2.Event()
+            event.ParseFromString(data[offset + 12 : offset + 12 + length])
+            events.append(event)
+            offset += 12 + length + 4
+    return events
+
+
+@pytest.mark.parametrize("start_step", [0, 6])
+def test_tensorboard_purges_only_what_came_after_the_resumed_step(tmp_path, start_step):
+    """A resumed run's events restart at ``start_step + 1``: TensorBoard then drops what
+    a killed run wrote after its checkpoint (or, with none, after step 0) and keeps the
+    points at the checkpoint's own step, which were written before it."""
+    from tensorboardX.proto.event_pb2 import SessionLog
+
+    reporter = Reporter(str(tmp_path), total_steps=10, start_step=start_step)
+    reporter.log_eval(start_step + 2, {"loss": 1.0})
+    reporter.close()
+    events = read_events(tmp_path / "tensorboard")
+    restarts = [e.step for e in events if e.session_log.status == SessionLog.START]
+    assert restarts == [start_step + 1]
 
 
 @pytest.mark.parametrize("schedule", ["cosine", "constant"])
