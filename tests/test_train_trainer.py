@@ -201,6 +201,7 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(digits_
         np.testing.assert_allclose(leaf, clean_leaf, rtol=1e-5, atol=1e-8)
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast")  # the 1e39 rate itself
 def test_parameters_that_overflow_stop_the_run_before_they_are_saved(tmp_path):
     """Finite loss and gradients, but a learning rate that overflows float32 makes the
     updated parameters infinite: the guard stops at that step and saves none of them."""
