@@ -22,7 +22,6 @@ saved by an older version lacks."""
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from typing import Any
@@ -35,7 +34,7 @@ from experiments import steps
 from experiments.checkpoints import Checkpointer, CheckpointMismatchError
 from experiments.cli import first_message
 from experiments.reporting import quiet_library_logs
-from experiments.run_config import config_changes
+from experiments.run_config import config_changes, read_saved
 from experiments.setup import build_run
 from experiments.sharding import DataParallel, params_rule
 from experiments.sweep_grid import load_config_file
@@ -84,11 +83,10 @@ def saved_config(
     """The resolved config a training run saved in ``<workdir>/config.json``; with
     ``defaults``, the fields it lacks (a run saved before they existed) are taken from
     there (the run's own values win)."""
-    path = os.path.join(workdir, "config.json")
-    if not os.path.isfile(path):
+    saved = read_saved(workdir)
+    if saved is None:
         raise ValueError(f"no config.json in {workdir}: not a training run's workdir")
-    with open(path) as file:
-        config = ml_collections.ConfigDict(_tuples(json.load(file)))
+    config = ml_collections.ConfigDict(_tuples(saved))
     if defaults is not None:
         if defaults.get("task") != config.get("task"):
             raise ValueError(
