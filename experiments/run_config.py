@@ -80,16 +80,19 @@ def rerun_changes(saved: dict[str, Any], config: ml_collections.ConfigDict) -> l
     """``'field: saved -> new'`` for each field that both configs have, that differs, and
     that a rerun may not change (fields only one side has come from another version of
     the code and are not compared)."""
-    before, after = flatten(saved), flatten(as_json(config))
-    lines = []
-    for key in sorted(before.keys() & after.keys()):
-        resumable = any(
-            key == field or (field.endswith(".") and key.startswith(field))
-            for field in RESUMABLE_FIELDS
-        )
-        if before[key] != after[key] and not resumable:
-            lines.append(f"{key}: {before[key]!r} -> {after[key]!r}")
-    return lines
+    saved_fields = flatten(saved)
+    return [
+        f"{key}: {before!r} -> {after!r}"
+        for key, (before, after) in config_changes(saved, config).items()
+        if key in saved_fields and not _resumable(key)
+    ]
+
+
+def _resumable(key: str) -> bool:
+    return any(
+        key == field or (field.endswith(".") and key.startswith(field))
+        for field in RESUMABLE_FIELDS
+    )
 
 
 def check_rerun(workdir: str, config: ml_collections.ConfigDict, what: str = "a rerun") -> None:
