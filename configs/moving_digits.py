@@ -64,10 +64,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.optimizer.end_learning_rate_factor = 0.05  # cosine ends at 5% of the peak
 
     config.train = common.train()  # fields documented in configs/common.py
-    config.train.loss = "bce"  # 'bce' on logits | 'mse' of sigmoid(logits)
+    config.train.loss = "bce"  # 'bce' on logits | 'mse' or 'mae' of sigmoid(logits)
     config.train.context_loss_weight = 0.0  # weight of the encoder's next-frame loss (0: off)
     config.train.one_step_loss_weight = 0.0  # weight of the teacher-forced one-step loss
     config.train.gradient_loss_weight = 0.0  # weight of the gradient difference (anti-blur)
+    config.train.assignment_entropy_weight = 0.0  # layered form: penalty on split pixels
+    config.train.absolute_loss_weight = 0.0  # weight of an added mean absolute error
+    config.train.ramp_start = 0.0  # the two above ramp 0 -> full from this run fraction
     config.train.batch_size = 8  # videos per step
     config.train.num_epochs = 2.2  # passes over the training videos (~18 min on 2 AVX2 cores)
     config.train.eval_batch_size = 100  # test videos per evaluation batch

@@ -82,6 +82,7 @@ def make_train_step(
     dropout_key: jax.Array,
     debug_nan_step: int = -1,
     shardings: StepShardings | None = None,
+    total_steps: int | None = None,
 ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
     """A jitted ``train_step(state, batch) -> (state, metrics)`` that donates ``state``.
 
@@ -90,6 +91,8 @@ def make_train_step(
     ``debug_nan_step >= 0`` multiplies that step's loss by NaN (tests the guard).
     ``shardings``: where the state and batch live (data parallelism); the state keeps its
     layout, the metrics come back replicated. None: no sharding annotations.
+    ``total_steps``: the run's length; the task's loss gets ``progress = step /
+    total_steps`` (None: progress 0).
     """
 
     def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
@@ -98,7 +101,8 @@ def make_train_step(
         def loss_fn(params):
             model = nnx.merge(graphdef, params, rng_state, state["model_state"], copy=True)
             nnx.reseed(model, dropout=jax.random.fold_in(dropout_key, step))
-            loss, metrics = task.loss(model, batch)
+            progress = (step / total_steps if total_steps else step * 0).astype(jnp.float32)
+            loss, metrics = task.loss(model, batch, progress)
             if debug_nan_step >= 0:
                 loss = loss * jnp.where(step == debug_nan_step, jnp.nan, 1.0)
             return loss, (metrics, nnx.state(model, MODEL_STATE))

@@ -104,7 +104,7 @@ def _train(config, run: RunSetup, state, parallel, shardings, checkpointer, repo
     eval_batch_size = parallel.round_up(cfg.eval_batch_size)
     train_step = steps.make_train_step(
         run.task, run.graphdef, run.rng_state, run.tx, run.schedule,
-        jax.random.fold_in(run.root_key, 2), cfg.debug_nan_step, shardings,
+        jax.random.fold_in(run.root_key, 2), cfg.debug_nan_step, shardings, total_steps,
     )  # fmt: skip
     eval_step = steps.make_eval_step(run.task, run.eval_graphdef, run.rng_state, shardings)
     stream = local_train_batches(

@@ -590,6 +590,29 @@ def bce(x, t):  # mean over everything of max(x, 0) - x t + log(1 + e^-|x|)
     return float(np.mean(np.maximum(x, 0) - x * t + np.log1p(np.exp(-np.abs(x)))))
 
 
+@pytest.mark.parametrize("loss_name", ["bce", "mse", "mae"])
+def test_train_loss_is_the_named_per_pixel_loss_of_the_intensities(loss_name):
+    model = VideoPredictor(1, patch_size=4, hidden_channels=(4,), rngs=nnx.Rngs(0))
+    loss, metrics, context, future = task_loss_on_random_videos(model, seed=2, loss=loss_name)
+    logits = np.asarray(model(context, future.shape[1]), np.float64)
+    predicted, truth = 1 / (1 + np.exp(-logits)), np.asarray(future, np.float64)
+    by_name = {
+        "bce": bce(logits, truth),
+        "mse": float(np.mean((predicted - truth) ** 2)),
+        "mae": float(np.mean(np.abs(predicted - truth))),
+    }
+    np.testing.assert_allclose(float(metrics["future_loss"]), by_name[loss_name], rtol=1e-5)
+    np.testing.assert_allclose(float(loss), by_name[loss_name], rtol=1e-5)
+    assert len({round(v, 4) for v in by_name.values()}) == 3  # the three differ here
+
+
+def test_unknown_train_loss_is_a_one_line_error():
+    config = moving_digits.get_config("smoke")
+    config.train.loss = "l2"
+    with pytest.raises(ValueError, match=r"train.loss.*'l2'.*mae"):
+        video_prediction.VideoPredictionTask(config)
+
+
 def test_context_loss_weight_adds_the_encoder_next_frame_loss():
     model = VideoPredictor(1, patch_size=4, hidden_channels=(4,), rngs=nnx.Rngs(0))
     loss, metrics, context, future = task_loss_on_random_videos(

@@ -11,7 +11,7 @@ Call order in the trainer::
     data = task.load_data()                       # host arrays, once
     model = task.build_model(rngs)                # nnx.Module, once
     # jitted train step, every step (model in train mode, dropout stream reseeded per step):
-    loss, metrics = task.loss(model, batch)
+    loss, metrics = task.loss(model, batch, progress)
     # jitted eval step, every test batch (model in eval mode; padded rows are dropped after):
     outputs = task.eval_outputs(model, batch)
     metrics = task.summarize(outputs)             # host, once per evaluation
@@ -80,10 +80,14 @@ class Task(abc.ABC):
         """Builds the model; ``rngs`` has ``params`` and ``dropout`` streams."""
 
     @abc.abstractmethod
-    def loss(self, model: nnx.Module, batch: Batch) -> tuple[Array, dict[str, Array]]:
+    def loss(
+        self, model: nnx.Module, batch: Batch, progress: Array | None = None
+    ) -> tuple[Array, dict[str, Array]]:
         """Training objective on one batch: ``(scalar loss, {name: scalar metric})``.
         The metrics are averaged between log points and written to TensorBoard as
-        ``train/<name>``."""
+        ``train/<name>``. ``progress``: the fraction of the run's steps done before this
+        one (an f32 scalar in [0, 1), traced; None outside the trainer), for terms whose
+        weight follows the run."""
 
     @abc.abstractmethod
     def eval_outputs(self, model: nnx.Module, batch: Batch) -> dict[str, Array]:

@@ -113,7 +113,9 @@ class DigitStringsTask(Task):
             rngs=rngs,
         )
 
-    def loss(self, model: nnx.Module, batch: Batch) -> tuple[Array, dict[str, Array]]:
+    def loss(
+        self, model: nnx.Module, batch: Batch, progress: Array | None = None
+    ) -> tuple[Array, dict[str, Array]]:
         tokens = batch["tokens"]
         logits = model(batch["images"], shift_right(tokens))
         per_example, mask = masked_token_loss(logits, tokens, self.config.train.label_smoothing)

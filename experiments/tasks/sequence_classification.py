@@ -66,7 +66,9 @@ class SequenceClassificationTask(Task):
             rngs=rngs,
         )
 
-    def loss(self, model: nnx.Module, batch: Batch) -> tuple[Array, dict[str, Array]]:
+    def loss(
+        self, model: nnx.Module, batch: Batch, progress: Array | None = None
+    ) -> tuple[Array, dict[str, Array]]:
         logits = model(batch["inputs"])
         targets = jax.nn.one_hot(batch["label"], logits.shape[-1])
         targets = optax.smooth_labels(targets, self.config.train.label_smoothing)

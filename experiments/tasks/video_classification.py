@@ -130,7 +130,9 @@ class VideoClassificationTask(Task):
             rngs=rngs,
         )
 
-    def loss(self, model: nnx.Module, batch: Batch) -> tuple[Array, dict[str, Array]]:
+    def loss(
+        self, model: nnx.Module, batch: Batch, progress: Array | None = None
+    ) -> tuple[Array, dict[str, Array]]:
         logits = model(to_float(batch["videos"]))
         targets = jax.nn.one_hot(batch["label"], logits.shape[-1])
         targets = optax.smooth_labels(targets, self.config.train.label_smoothing)

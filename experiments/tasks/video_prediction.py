@@ -34,7 +34,7 @@ from gru_jax import data as gru_data
 from gru_jax.models import VideoPredictor
 
 EXAMPLE_CHOICES = ("first", "quantiles")  # plots.examples
-LOSSES = ("bce", "mse")
+LOSSES = ("bce", "mse", "mae")
 TEST_SETS = ("generated", "tfds")
 BASELINES = ("zeros", "mean", "copy_last")
 _CHUNK = 1000  # videos generated per call (bounds the float32 copy in memory)
@@ -62,6 +62,26 @@ def gradient_energy(frames: Array) -> Array:
     pixel of its length."""
     vertical, horizontal = image_gradients(frames)
     return jnp.sum(vertical**2, axis=(2, 3, 4)) + jnp.sum(horizontal**2, axis=(2, 3, 4))
+
+
+def split_entropy(assignment: Array, frame: Array) -> Array:
+    """How split the layered model's pixels are, per example f32[batch]: the entropy (in
+    nats) of each pixel's shares in the ``K`` layers (``assignment f32[B, H, W, K]``),
+    averaged over the pixels weighted by their intensity in ``frame f32[B, H, W, C]``
+    (the last context frame: only content can be split). 0 when every pixel is wholly
+    in one layer, ``log K`` when spread evenly over all."""
+    shares = jnp.clip(assignment, 1e-12, 1.0)
+    entropy = -jnp.sum(assignment * jnp.log(shares), axis=-1)  # [B, H, W]
+    weight = frame.astype(jnp.float32).sum(axis=-1)
+    return (weight * entropy).sum(axis=(1, 2)) / jnp.maximum(weight.sum(axis=(1, 2)), 1e-6)
+
+
+def ramp_weight(progress: Array | None, start: float) -> Array:
+    """The ramped terms' weight factor: 0 until ``start`` (a fraction of the run), then
+    linear to 1 at its end; 1 throughout for ``start = 0`` (or outside training)."""
+    if progress is None or start <= 0:
+        return jnp.ones(())
+    return jnp.clip((progress - start) / (1.0 - start), 0.0, 1.0)
 
 
 def gradient_difference(prediction: Array, truth: Array) -> Array:
@@ -147,8 +167,9 @@ class VideoPredictionTask(Task):
     """Config fields used: ``dataset.{digit_source, data_dir, split_seed, test_set,
     num_train, num_test, test_seed, context_frames, future_frames, canvas, digit_size,
     num_digits}``, ``model.*`` (`VideoPredictor`'s arguments), ``train.{loss,
-    context_loss_weight, one_step_loss_weight, gradient_loss_weight}``,
-    ``plots.{num_examples, examples}``; ``seed`` also seeds the training videos."""
+    context_loss_weight, one_step_loss_weight, gradient_loss_weight,
+    assignment_entropy_weight, absolute_loss_weight, ramp_start}``, ``plots.{num_examples,
+    examples}``; ``seed`` also seeds the training videos."""
 
     main_metric = "mse"
 
@@ -157,6 +178,24 @@ class VideoPredictionTask(Task):
         _check_choice("train.loss", config.train.loss, LOSSES)
         _check_choice("dataset.test_set", config.dataset.test_set, TEST_SETS)
         _check_choice("plots.examples", config.plots.get("examples", "first"), EXAMPLE_CHOICES)
+        train, model = config.train, config.model
+        for field in ("assignment_entropy_weight", "absolute_loss_weight"):
+            if train.get(field, 0.0) < 0:
+                raise ValueError(f"train.{field} must be >= 0, got {train.get(field)}")
+        if not 0.0 <= train.get("ramp_start", 0.0) < 1.0:
+            raise ValueError(f"train.ramp_start must be in [0, 1), got {train.ramp_start}")
+        layered = model.get("advection_source") == "splat" and model.get("advection_motions", 0)
+        if train.get("assignment_entropy_weight", 0.0) > 0 and not layered:
+            raise ValueError(
+                "train.assignment_entropy_weight needs the layered model "
+                "(model.advection_source='splat' with model.advection_motions > 0)"
+            )
+        auxiliary = train.context_loss_weight > 0 or train.one_step_loss_weight > 0
+        if train.get("assignment_entropy_weight", 0.0) > 0 and auxiliary:
+            raise ValueError(
+                "train.assignment_entropy_weight cannot be combined with "
+                "train.context_loss_weight or train.one_step_loss_weight"
+            )
         self.mean_frame: np.ndarray | None = None
 
     def _generate(self, count: int, split: str, seed: int) -> np.ndarray:
@@ -242,19 +281,30 @@ class VideoPredictionTask(Task):
         return frames[:, :steps], frames[:, steps:]
 
     def _objective(self, logits: Array, future: Array) -> Array:
-        """Per-example loss f32[batch]: mean BCE on logits, or mean squared error of the
-        predicted intensities ``sigmoid(logits)``."""
-        if self.config.train.loss == "bce":
+        """Per-example loss f32[batch]: mean BCE on logits, or mean squared ('mse') or
+        absolute ('mae') error of the predicted intensities ``sigmoid(logits)``. Under
+        uncertainty squared error is least for the pixel's mean (a blur or a faint copy
+        in each likely place), absolute error for its median (each pixel all or nothing:
+        the likelier place, wholly)."""
+        loss = self.config.train.loss
+        if loss == "bce":
             per_pixel = optax.sigmoid_binary_cross_entropy(logits, future)
+        elif loss == "mae":
+            per_pixel = jnp.abs(jax.nn.sigmoid(logits) - future)
         else:
             per_pixel = (jax.nn.sigmoid(logits) - future) ** 2
         return per_pixel.mean(axis=(1, 2, 3, 4))
 
-    def loss(self, model: nnx.Module, batch: Batch) -> tuple[Array, dict[str, Array]]:
+    def loss(
+        self, model: nnx.Module, batch: Batch, progress: Array | None = None
+    ) -> tuple[Array, dict[str, Array]]:
         context, future = self._split(batch)
-        weight = self.config.train.context_loss_weight
-        one_step_weight = self.config.train.one_step_loss_weight
+        train = self.config.train
+        weight = train.context_loss_weight
+        one_step_weight = train.one_step_loss_weight
+        entropy_weight = train.get("assignment_entropy_weight", 0.0)
         one_step_loss = jnp.zeros(())
+        split = jnp.zeros(())
         if weight > 0:
             logits, guesses = model(context, future.shape[1], return_context_logits=True)
             context_loss = self._objective(guesses, context[:, 1:]).mean()
@@ -263,27 +313,37 @@ class VideoPredictionTask(Task):
             context_loss = jnp.zeros(())
             if one_step.shape[1]:
                 one_step_loss = self._objective(one_step, future[:, 1:]).mean()
+        elif entropy_weight > 0:
+            logits, assignment = model(context, future.shape[1], return_assignment=True)
+            split = split_entropy(assignment, context[:, -1]).mean()
+            context_loss = jnp.zeros(())
         else:
             logits, context_loss = model(context, future.shape[1]), jnp.zeros(())
         future_loss = self._objective(logits, future).mean()
         predicted = jax.nn.sigmoid(logits)
         squared = jnp.sum((predicted - future) ** 2, axis=(2, 3, 4))
-        gradient_weight = self.config.train.gradient_loss_weight
+        gradient_weight = train.gradient_loss_weight
         gradient_loss = (
             gradient_difference(predicted, future).mean() if gradient_weight else jnp.zeros(())
         )
+        absolute_weight = train.get("absolute_loss_weight", 0.0)
+        absolute = jnp.abs(predicted - future).mean() if absolute_weight else jnp.zeros(())
+        ramp = ramp_weight(progress, train.get("ramp_start", 0.0))
         metrics = {
             "mse": squared.mean(),
             "future_loss": future_loss,
             "context_loss": context_loss,
             "one_step_loss": one_step_loss,
             "gradient_loss": gradient_loss,
+            "split_entropy": split,
+            "absolute_loss": absolute,
         }
         loss = (
             future_loss
             + weight * context_loss
             + one_step_weight * one_step_loss
             + gradient_weight * gradient_loss
+            + ramp * (entropy_weight * split + absolute_weight * absolute)
         )
         return loss, metrics
 

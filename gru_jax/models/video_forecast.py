@@ -197,7 +197,7 @@ class ForecastMixin:
         where the model is unsure it can only stretch or misplace content
         (``docs/video_experiments.md``, round 8)."""
         if self.motions:
-            return self._layer_forecast(context, states, num_future)
+            return self._layer_forecast(context, states, num_future)[0]
         cells = list(self.forecaster)
         weights = [c.step_weights() for c in cells]
         convs = [step_conv(c.gradient) for c in cells]
@@ -234,7 +234,9 @@ class ForecastMixin:
             logits.append(space_to_depth(intensity_logits(predicted), p))
         return depth_to_space(jnp.stack(logits, axis=1), p)
 
-    def _layer_forecast(self, context: Array, states: list[Array], num_future: int) -> Array:
+    def _layer_forecast(
+        self, context: Array, states: list[Array], num_future: int
+    ) -> tuple[Array, Array]:
         """``advection_source='splat'`` with ``advection_motions=K``: the last context
         frame is split once into ``K`` soft layers (a per-pixel softmax over ``K`` of the
         mask head on the encoder's final states); at every step each layer moves rigidly
@@ -245,7 +247,8 @@ class ForecastMixin:
         add up, each layer is moved once, bilinearly, from the last context frame to
         where it has got to (:func:`~gru_jax.models.video_ops.shift`), and the prediction
         is the sum of the moved layers (clipped to 1). The forecaster reads the moved layers
-        (per patch, ``K`` images side by side) and runs on the current frame's grid."""
+        (per patch, ``K`` images side by side) and runs on the current frame's grid.
+        Returns ``(logits, assignment f32[B, H, W, K])``."""
         cells = list(self.forecaster)
         weights = [c.step_weights() for c in cells]
         convs = [step_conv(c.gradient) for c in cells]
@@ -287,7 +290,7 @@ class ForecastMixin:
             grid = patches(moved)
             predicted = unit_clip(moved.sum(axis=1))
             logits.append(space_to_depth(intensity_logits(predicted), p))
-        return depth_to_space(jnp.stack(logits, axis=1), p)
+        return depth_to_space(jnp.stack(logits, axis=1), p), assignment
 
 
 def _step_layers(x: Array, states: list[Array], cells, weights, convs) -> None:

@@ -83,7 +83,10 @@ class VideoPredictor(ForecastMixin, nnx.Module):
     channels]: at each predicted step t ≥ 1, the step's kernels and mask applied to the
     true frame t-1 instead of the model's own prediction. They supervise the motion the
     states produce at every step without the errors of earlier steps in the way, for an
-    auxiliary loss; the rollout itself is unchanged.
+    auxiliary loss; the rollout itself is unchanged. With ``return_assignment=True``
+    (the layered form only: ``advection_source='splat'``, ``advection_motions=K``) also
+    the split of the last context frame into its ``K`` layers, ``f32[batch, H, W, K]``
+    (each pixel's shares, summing to 1), for a penalty on split pixels.
 
     Args:
       channels: image channels (1 for moving digits).
@@ -363,6 +366,7 @@ class VideoPredictor(ForecastMixin, nnx.Module):
         num_future: int,
         return_context_logits: bool = False,
         teacher_future: Array | None = None,
+        return_assignment: bool = False,
     ) -> Array | tuple[Array, Array]:
         check_frames(context, self.channels, time_major=False, name="context")
         height, width = context.shape[2:4]
@@ -374,6 +378,11 @@ class VideoPredictor(ForecastMixin, nnx.Module):
         if self.advection and not self.motions and (height % cell or width % cell):
             raise ValueError(
                 f"frame size {height}x{width} is not a multiple of advection_cell_size={cell}"
+            )
+        if return_assignment and not (self.advection_source == "splat" and self.motions):
+            raise ValueError(
+                "return_assignment needs the layered form: advection_source='splat' with "
+                "advection_motions > 0"
             )
         if self.advection and return_context_logits:
             raise ValueError("return_context_logits is not available with output='advection'")
@@ -389,6 +398,8 @@ class VideoPredictor(ForecastMixin, nnx.Module):
                 )
             teacher_future = teacher_future.astype(jnp.float32)
         states, encoder_outputs = self.encode(context)
+        if return_assignment:
+            return self._layer_forecast(context, states, num_future)
         if self.shared:
             future = self._continue(states, num_future)
         elif self.advection_source == "splat":
