@@ -291,3 +291,41 @@ def test_checkpoint_round_trip_restores_params_and_optimizer_state_exactly(tmp_p
     assert len(expected) == len(actual) > 10
     for want, got in zip(expected, actual, strict=True):
         np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
+def test_train_step_hands_the_loss_its_run_progress():
+    """The jitted step passes ``progress = step / total_steps`` to the task's loss (what
+    ramped loss terms read); without ``total_steps`` it passes 0."""
+    from experiments import steps
+    from experiments.tasks.base import Task
+
+    class ProgressTask(Task):
+        def load_data(self):
+            raise NotImplementedError
+
+        def build_model(self, data, rngs):
+            raise NotImplementedError
+
+        def loss(self, model, batch, progress=None):
+            loss = jnp.mean((model(batch["x"]) - 1.0) ** 2)
+            return loss, {"progress": progress}
+
+        def eval_outputs(self, model, batch):
+            raise NotImplementedError
+
+    tx = optax.sgd(0.1)
+    batch = {"x": jnp.ones((4, 2))}
+    for total, expected in ((8, [0.0, 0.125, 0.25]), (None, [0.0, 0.0, 0.0])):
+        # A fresh model each round: the step donates the state it is given.
+        model = nnx.Linear(2, 1, rngs=nnx.Rngs(0))
+        graphdef, params, rng_state, model_state = steps.split_model(model)
+        state = steps.init_train_state(params, model_state, tx)
+        step = steps.make_train_step(
+            ProgressTask(seq_digits.get_config("smoke")), graphdef, rng_state, tx,
+            optax.constant_schedule(0.1), jax.random.key(0), total_steps=total,
+        )  # fmt: skip
+        seen = []
+        for _ in range(3):
+            state, metrics = step(state, batch)
+            seen.append(float(metrics["progress"]))
+        np.testing.assert_allclose(seen, expected, atol=1e-7)

@@ -324,3 +324,106 @@ def test_layers_config_trains_the_layered_form_end_to_end(tmp_path):
     with open(tmp_path / "config.json") as file:
         saved = json.load(file)
     assert saved["model"]["advection_motions"] == 8 and saved["train"]["loss"] == "mse"
+
+
+def test_return_assignment_gives_the_pinned_split_and_the_same_rollout():
+    model = layered_model()
+    pin_heads(model, 2.0)
+    context = jnp.asarray(np.random.default_rng(6).uniform(size=(2, 3, 16, 16, 1)), jnp.float32)
+    logits, assignment = model(context, 2, return_assignment=True)
+    np.testing.assert_allclose(np.asarray(logits), np.asarray(model(context, 2)), atol=1e-6)
+    share = 1.0 / (1.0 + np.exp(-2.0))
+    expected = np.zeros((2, 16, 16, 2), np.float32)
+    expected[:, :, 0::2, 0] = expected[:, :, 1::2, 1] = share
+    expected[:, :, 1::2, 0] = expected[:, :, 0::2, 1] = 1 - share
+    np.testing.assert_allclose(np.asarray(assignment), expected, atol=1e-6)
+    plain = VideoPredictor(1, patch_size=4, hidden_channels=(4,), rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="return_assignment needs the layered form"):
+        plain(context, 2, return_assignment=True)
+
+
+def test_split_entropy_weighs_each_pixels_entropy_by_its_intensity():
+    from experiments.tasks.video_prediction import split_entropy
+
+    frame = np.zeros((2, 2, 2, 1), np.float32)
+    frame[:, 0, 0], frame[:, 1, 1] = 1.0, 0.5  # two content pixels; the rest is background
+    assignment = np.zeros((2, 2, 2, 4), np.float32)
+    assignment[..., 0] = 1.0  # every pixel wholly in layer 0 ...
+    assignment[1, 1, 1] = 0.25  # ... but in example 1 the dim pixel is spread over all 4
+    assignment[1, 0, 1] = 0.25  # and so is a background pixel, which does not count
+    got = np.asarray(split_entropy(jnp.asarray(assignment), jnp.asarray(frame)))
+    np.testing.assert_allclose(got, [0.0, 0.5 * np.log(4) / 1.5], rtol=1e-6)
+
+
+def test_ramp_weight_is_zero_then_linear_to_one():
+    from experiments.tasks.video_prediction import ramp_weight
+
+    got = [float(ramp_weight(jnp.float32(p), 0.5)) for p in (0.0, 0.5, 0.75, 0.999)]
+    np.testing.assert_allclose(got, [0.0, 0.0, 0.5, 0.998], atol=1e-6)
+    assert float(ramp_weight(jnp.float32(0.1), 0.0)) == 1.0
+    assert float(ramp_weight(None, 0.5)) == 1.0
+
+
+def layered_task(**train_fields):
+    from configs import moving_digits_layers
+    from experiments.tasks import video_prediction
+
+    config = moving_digits_layers.get_config("smoke")
+    config.train.update(train_fields)
+    return config, video_prediction.VideoPredictionTask(config)
+
+
+def test_split_penalty_and_absolute_error_enter_the_loss_with_the_ramp():
+    from experiments.tasks.video_prediction import split_entropy
+
+    config, task = layered_task(
+        assignment_entropy_weight=0.3, absolute_loss_weight=2.0, ramp_start=0.5
+    )
+    model = VideoPredictor(
+        1, patch_size=4, hidden_channels=(4, 4), output="advection", advection_source="splat",
+        advection_motions=8, advection_prior="matching", rngs=nnx.Rngs(0),
+    )  # fmt: skip
+    steps = config.dataset.context_frames + config.dataset.future_frames
+    frames = np.random.default_rng(7).integers(0, 256, (2, steps, 16, 16, 1), dtype=np.uint8)
+    batch = {"frames": jnp.asarray(frames)}
+    video = jnp.asarray(frames.astype(np.float32) / 255.0)
+    context, future = video[:, :3], video[:, 3:]
+    logits, assignment = model(context, 2, return_assignment=True)
+    predicted = np.asarray(jax.nn.sigmoid(logits), np.float64)
+    squared = float(np.mean((predicted - np.asarray(future)) ** 2))
+    absolute = float(np.mean(np.abs(predicted - np.asarray(future))))
+    split = float(split_entropy(assignment, context[:, -1]).mean())
+    assert split > 0.5  # an untrained model splits its pixels
+    for progress, ramp in ((0.25, 0.0), (0.75, 0.5)):
+        loss, metrics = task.loss(model, batch, jnp.float32(progress))
+        np.testing.assert_allclose(float(metrics["split_entropy"]), split, rtol=1e-5)
+        np.testing.assert_allclose(float(metrics["absolute_loss"]), absolute, rtol=1e-5)
+        expected = squared + ramp * (0.3 * split + 2.0 * absolute)
+        np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"assignment_entropy_weight": -1.0}, r"train.assignment_entropy_weight must be >= 0"),
+        ({"absolute_loss_weight": -0.5}, r"train.absolute_loss_weight must be >= 0"),
+        ({"ramp_start": 1.0}, r"train.ramp_start must be in \[0, 1\)"),
+        (
+            {"assignment_entropy_weight": 0.1, "one_step_loss_weight": 1.0},
+            "cannot be combined with",
+        ),
+    ],
+)
+def test_bad_penalty_settings_are_one_line_errors(fields, message):
+    with pytest.raises(ValueError, match=message):
+        layered_task(**fields)
+
+
+def test_split_penalty_needs_the_layered_model():
+    from configs import moving_digits
+    from experiments.tasks import video_prediction
+
+    config = moving_digits.get_config("smoke")
+    config.train.assignment_entropy_weight = 0.1
+    with pytest.raises(ValueError, match="needs the layered model"):
+        video_prediction.VideoPredictionTask(config)
