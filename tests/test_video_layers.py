@@ -308,8 +308,9 @@ def test_layer_fit_diagnostic_reproduces_the_videos_moves():
 
 def test_layers_config_trains_the_layered_form_end_to_end(tmp_path):
     """``configs/moving_digits_layers.py``: the full config is the run measured in the
-    docs (2,200 steps of 8, squared error, 8 layers with the matching prior); its smoke
-    variant trains, evaluates and saves that model form."""
+    docs (2,200 steps of 8, squared error plus an absolute error ramped in from mid-run,
+    8 layers with the matching prior); its smoke variant trains, evaluates and saves that
+    model form, and the trainer ramps the absolute error in only in the run's second half."""
     from configs import moving_digits_layers
     from experiments.setup import total_train_steps
     from experiments.trainer import train_and_evaluate
@@ -318,12 +319,22 @@ def test_layers_config_trains_the_layered_form_end_to_end(tmp_path):
     assert total_train_steps(full, full.dataset.num_train)[0] == 2200
     assert (full.model.advection_source, full.model.advection_motions) == ("splat", 8)
     assert (full.model.advection_prior, full.train.loss) == ("matching", "mse")
+    assert (full.train.absolute_loss_weight, full.train.ramp_start) == (1.0, 0.5)
     smoke = moving_digits_layers.get_config("smoke")
     results = train_and_evaluate(smoke, str(tmp_path))
     assert results["train_steps"] == 4 and np.isfinite(results["test"]["mse"])
     with open(tmp_path / "config.json") as file:
         saved = json.load(file)
     assert saved["model"]["advection_motions"] == 8 and saved["train"]["loss"] == "mse"
+    with open(tmp_path / "history.json") as file:
+        train_rows = [row for row in json.load(file) if row["split"] == "train"]
+    # Rows average two steps. Steps 1-2 run at progress 0 and 1/4 (ramp 0); steps 3-4 at
+    # 1/2 and 3/4 (ramp 0 and 1/2), so that row's loss exceeds its future loss by a
+    # quarter of step 4's absolute error: more than 0, less than the row's mean.
+    first, last = train_rows[0], train_rows[-1]
+    assert (first["step"], last["step"]) == (2, 4)
+    np.testing.assert_allclose(first["loss"], first["future_loss"], rtol=1e-6)
+    assert 1e-5 < last["loss"] - last["future_loss"] < last["absolute_loss"]
 
 
 def test_return_assignment_gives_the_pinned_split_and_the_same_rollout():
