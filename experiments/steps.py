@@ -101,7 +101,7 @@ def make_train_step(
         def loss_fn(params):
             model = nnx.merge(graphdef, params, rng_state, state["model_state"], copy=True)
             nnx.reseed(model, dropout=jax.random.fold_in(dropout_key, step))
-            progress = (step / total_steps if total_steps else step * 0).astype(jnp.float32)
+            progress = (step / total_steps if total_steps else jnp.zeros(())).astype(jnp.float32)
             loss, metrics = task.loss(model, batch, progress)
             if debug_nan_step >= 0:
                 loss = loss * jnp.where(step == debug_nan_step, jnp.nan, 1.0)
