@@ -34,18 +34,14 @@ from experiments.setup import build_run
 from experiments.trainer import place_batch
 from gru_jax.models.video_ops import matching_costs
 
-KERNELS = {  # configs/moving_digits_advection.py: per-cell kernels, cross-entropy
-    "advection_source": "previous", "advection_motions": 0, "advection_prior": "none",
-    "loss": "bce", "absolute_loss_weight": 0.0, "ramp_start": 0.0,
+LAYERS = {"advection_source": "splat", "advection_prior": "matching"}
+VARIANTS = {  # name: model overrides (all squared error but the default)
+    "default": {},
+    "default-mse": {"loss": "mse"},
+    "default-bf16": {"dtype": "bfloat16"},  # convolution operands in bfloat16
+    "layers-4": {"loss": "mse", **LAYERS, "advection_motions": 4},
+    "layers-8": {"loss": "mse", **LAYERS, "advection_motions": 8},
 }  # fmt: skip
-VARIANTS = {  # name: overrides of configs/moving_digits.py (model fields, or train's)
-    "default": {},  # 8 rigid layers, squared + absolute error
-    "layers-4": {"advection_motions": 4},
-    "advection": KERNELS,  # the default before round 13
-    "advection-mse": {**KERNELS, "loss": "mse"},
-    "advection-bf16": {**KERNELS, "dtype": "bfloat16"},  # convolution operands in bfloat16
-}  # fmt: skip
-TRAIN_FIELDS = ("loss", "absolute_loss_weight", "ramp_start")
 
 
 def variant_config(overrides: dict, num_videos: int = 400):
@@ -55,7 +51,10 @@ def variant_config(overrides: dict, num_videos: int = 400):
     config.dataset.num_train = num_videos
     config.dataset.num_test = num_videos // 4
     for key, value in overrides.items():
-        (config.train if key in TRAIN_FIELDS else config.model)[key] = value
+        if key == "loss":
+            config.train.loss = value
+        else:
+            config.model[key] = value
     return config
 
 

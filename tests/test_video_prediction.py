@@ -13,7 +13,7 @@ import pytest
 import tensorflow_datasets as tfds
 from flax import nnx
 
-from configs import moving_digits, moving_digits_advection, moving_mnist_tfds
+from configs import moving_digits, moving_digits_layers, moving_mnist_tfds
 from experiments.tasks import video_prediction
 from experiments.tasks.video_prediction import (
     baseline_squared_errors,
@@ -561,9 +561,8 @@ def test_plotted_examples_are_the_first_or_spread_over_the_error_quantiles():
         video_prediction.VideoPredictionTask(config)
 
 
-def test_moving_digits_advection_smoke_run(tmp_path):
-    # The per-cell-kernel form end to end (the default's layered form: test_video_layers).
-    config = moving_digits_advection.get_config("smoke")
+def test_moving_digits_smoke_run(tmp_path):
+    config = moving_digits.get_config("smoke")
     results = train_and_evaluate(config, str(tmp_path))
     _check_run(results, str(tmp_path), config.dataset.future_frames)
     assert results["train_steps"] == 4
@@ -573,10 +572,9 @@ def test_moving_digits_advection_smoke_run(tmp_path):
 
 
 def task_loss_on_random_videos(model, seed, **train_fields):
-    """The per-cell-kernel smoke config's task loss (cross-entropy, nothing added; with
-    ``train_fields`` set) on random uint8 videos: ``(loss, metrics, context, future)``, the
-    frames as floats in [0, 1]."""
-    config = moving_digits_advection.get_config("smoke")
+    """The smoke config's task loss (with ``train_fields`` set) on random uint8 videos:
+    ``(loss, metrics, context, future)``, the frames as floats in [0, 1]."""
+    config = moving_digits.get_config("smoke")
     config.train.update(train_fields)
     task = video_prediction.VideoPredictionTask(config)
     cfg = config.dataset
@@ -629,27 +627,11 @@ def test_context_loss_weight_adds_the_encoder_next_frame_loss():
 
 
 def test_full_configs_share_fields_with_smoke():
-    for module in (moving_digits, moving_digits_advection, moving_mnist_tfds):
+    for module in (moving_digits, moving_digits_layers, moving_mnist_tfds):
         full, smoke = module.get_config(), module.get_config("smoke")
         assert set(full.to_dict()) == set(smoke.to_dict())
         assert full.train.num_steps == -1 and full.train.num_epochs > 0
     assert moving_mnist_tfds.get_config().dataset.test_set == "tfds"
-
-
-def test_advection_config_is_the_earlier_default_as_measured():
-    from experiments.setup import total_train_steps
-
-    full = moving_digits_advection.get_config()
-    assert total_train_steps(full, full.dataset.num_train)[0] == 3300
-    model = full.model
-    form = (model.advection_source, model.advection_motions, model.advection_prior)
-    assert form == ("previous", 0, "none")
-    assert (full.train.loss, full.train.absolute_loss_weight) == ("bce", 0.0)
-    # Everything else (data, ConvGRU sizes, optimizer) is the default's.
-    default = moving_digits.get_config()
-    assert full.dataset.to_dict() == default.dataset.to_dict()
-    assert full.optimizer.to_dict() == default.optimizer.to_dict()
-    assert model.hidden_channels == default.model.hidden_channels == (64, 64)
 
 
 def test_moving_mnist_tfds_config_with_mocked_data(tmp_path, monkeypatch):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from configs import moving_digits_advection
+from configs import moving_digits
 from experiments.tasks import video_prediction
 from experiments.tasks.video_prediction import (
     frame_errors,
@@ -73,7 +73,7 @@ def test_summary_reports_sharpness_and_ssim_per_frame():
 
 def test_gradient_loss_weight_adds_the_gradient_difference():
     model = VideoPredictor(1, patch_size=4, hidden_channels=(4,), rngs=nnx.Rngs(0))
-    config = moving_digits_advection.get_config("smoke")  # cross-entropy, nothing added
+    config = moving_digits.get_config("smoke")
     config.train.gradient_loss_weight = 0.5
     task = video_prediction.VideoPredictionTask(config)
     steps = config.dataset.context_frames + config.dataset.future_frames
