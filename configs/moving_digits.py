@@ -49,6 +49,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.advection_motions = 0  # 0: kernels per cell; K: K shared (splat: K layers)
     config.model.advection_temperature = 1.0  # kernel softmax temperature (<1: sharper)
     config.model.layer_temperature = 1.0  # layers' assignment softmax temperature (<1: harder)
+    config.model.layer_fade = False  # layers: each also dims by a gain per step (unsure: dim)
     config.model.advection_source = "previous"  # 'previous' | 'context' | 'flow' | 'splat'
     config.model.advection_prior = "none"  # kernel logits += 'matching' of the last 2 frames
     config.model.forecaster_motion = False  # forecaster also reads its frames' matching

@@ -13,7 +13,7 @@ import pytest
 from flax import nnx
 
 from gru_jax.models import VideoPredictor
-from gru_jax.models.advection import layer_moves, move_layers, pool_prior
+from gru_jax.models.advection import FADE_BIAS, layer_gains, layer_moves, move_layers, pool_prior
 from gru_jax.models.video_ops import shift, space_to_depth, splat
 from gru_jax.models.video_predictor import ADVECTION_EPS
 
@@ -121,6 +121,33 @@ def test_layer_moves_are_read_where_each_layers_content_is():
     np.testing.assert_allclose(moves, [[[0.0, -1.0], [1.0, 0.0]]], atol=1e-6)
 
 
+def test_layer_gains_are_read_where_each_layers_content_is_and_start_near_one():
+    """The fade layout ``[vertical k | horizontal k | fade | score]``: each layer's gain is
+    the sigmoid of its fade logit pooled where its content is, plus ``FADE_BIAS``; the
+    moves read the kernel logits alone, as in the layout without the fade logit."""
+    k, motions = 3, 2
+    rng = np.random.default_rng(7)
+    plain = rng.standard_normal((1, 2, 2, motions, 2 * k + 1)).astype(np.float32)
+    fade = np.zeros((1, 2, 2, motions, 1), np.float32)
+    fade[0, 0, 0, 0] = -FADE_BIAS  # layer 0's content is here: gain 0.5
+    fade[0, 1, 1, 0] = 9.0  # ... not here (its attention weight there is ~1e-3 / 0.6)
+    fade[0, 1, 1, 1] = -FADE_BIAS - 2.0  # layer 1's: gain sigmoid(-2)
+    with_fade = np.concatenate([plain[..., :-1], fade, plain[..., -1:]], axis=-1)
+    content = np.zeros((1, 2, 2, motions), np.float32)
+    content[0, 0, 0, 0] = 0.6
+    content[0, 1, 1, 1] = 0.3
+    plain[..., -1] = with_fade[..., -1] = 0.0  # equal scores: the content decides
+    gains = layer_gains(jnp.asarray(with_fade.reshape(1, 2, 2, -1)), motions, jnp.asarray(content))
+    np.testing.assert_allclose(gains, [[0.5, 1 / (1 + np.exp(2.0))]], atol=0.02)
+    moves = layer_moves(
+        jnp.asarray(with_fade.reshape(1, 2, 2, -1)), motions, jnp.asarray(content), fade=True
+    )
+    expected = layer_moves(jnp.asarray(plain.reshape(1, 2, 2, -1)), motions, jnp.asarray(content))
+    np.testing.assert_allclose(moves, expected, atol=1e-6)
+    zero = layer_gains(jnp.zeros((1, 2, 2, motions * (2 * k + 2))), motions, jnp.asarray(content))
+    np.testing.assert_allclose(zero, 1 / (1 + np.exp(-FADE_BIAS)), rtol=1e-6)
+
+
 def test_pool_prior_is_the_content_weighted_mean_per_layer():
     rng = np.random.default_rng(2)
     prior_y, prior_x = rng.standard_normal((2, 1, 2, 3, 5)).astype(np.float32)
@@ -202,6 +229,59 @@ def test_layered_rollout_with_pinned_heads(monkeypatch):
         np.testing.assert_allclose(first_layer[k], reads, atol=1e-5)
 
 
+def test_layered_rollout_with_fade_dims_each_layer_by_its_gain(monkeypatch):
+    """As the pinned rollout above, with ``layer_fade=True`` and fade logits pinned so
+    that layer 0 has gain 1/4 and layer 1 gain ~1: every predicted frame is
+    ``clip(gain_0 · layer 0 + gain_1 · layer 1)`` moved, while the forecaster still reads
+    the moved layers at full intensity; the gain's gradient dims a layer the target lacks."""
+    import gru_jax.models.video_forecast as forecast_module
+
+    inputs = []
+    original_project = forecast_module.project_frames
+
+    def recording_project(x, *args):
+        inputs.append(x)
+        return original_project(x, *args)
+
+    monkeypatch.setattr(forecast_module, "project_frames", recording_project)
+    model = layered_model(layer_fade=True)
+    assert model.kernel_head.out_features == 2 * 20  # per motion: 9 + 9 taps, fade, score
+    pin_heads(model, 40.0)
+    bias = np.asarray(model.kernel_head.bias.value).reshape(2, 19)
+    gain_0 = 0.25
+    fade = np.float32([[np.log(gain_0 / (1 - gain_0)) - FADE_BIAS], [40.0]])
+    model.kernel_head.bias.value = jnp.asarray(
+        np.concatenate([bias[:, :18], fade, bias[:, 18:]], axis=1).reshape(-1)
+    )
+    rng = np.random.default_rng(3)
+    context = jnp.asarray(rng.uniform(size=(2, 3, 16, 16, 1)), jnp.float32)
+    predicted = np.asarray(jax.nn.sigmoid(model(context, 3)))
+    last = np.asarray(context[:, -1])
+    even = np.zeros_like(last)
+    even[:, :, 0::2] = last[:, :, 0::2]
+    odd = last - even
+    for k in range(3):
+        layer_0, layer_1 = shifted(even, k + 1, 0), shifted(odd, 0, -2 * (k + 1))
+        expected = np.clip(gain_0 * layer_0 + layer_1, 0, 1)
+        np.testing.assert_allclose(
+            predicted[:, k], ADVECTION_EPS + (1 - 2 * ADVECTION_EPS) * expected, atol=1e-5
+        )
+        before = [jnp.asarray(shifted(even, k, 0)), jnp.asarray(shifted(odd, 0, -2 * k))]
+        reads = np.concatenate([space_to_depth(b, 4) for b in before], axis=-1)
+        np.testing.assert_allclose(inputs[::2][k], reads, atol=1e-5)
+
+    # A target with layer 1's content alone: the gradient lowers layer 0's fade logit.
+    target = jnp.asarray(np.stack([shifted(odd, 0, -2 * (k + 1)) for k in range(3)], 1))
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+    def loss(params):
+        out = nnx.merge(graphdef, params, rest)(context, 3)
+        return jnp.mean((jax.nn.sigmoid(out) - target) ** 2)
+
+    grad = np.asarray(jax.grad(loss)(params)["kernel_head"]["bias"].value).reshape(2, 20)
+    assert grad[0, 18] > 1e-6  # gradient descent lowers it: layer 0 dims
+
+
 @pytest.mark.parametrize("temperature", [1.0, 0.5, 0.02])
 def test_layer_temperature_sharpens_the_assignment(temperature):
     """Assignment logits of 2 (each pixel 88% in its own layer at temperature 1, the rest in
@@ -269,6 +349,9 @@ def test_layered_options_and_gradients():
     with pytest.raises(ValueError, match="layer_temperature=0.5 needs the layered form"):
         VideoPredictor(1, patch_size=4, output="advection", advection_source="splat",
                        layer_temperature=0.5, rngs=nnx.Rngs(0))  # fmt: skip
+    with pytest.raises(ValueError, match="layer_fade=True needs the layered form"):
+        VideoPredictor(1, patch_size=4, output="advection", advection_motions=2,
+                       layer_fade=True, rngs=nnx.Rngs(0))  # fmt: skip
     model = layered_model(
         (3,), advection_prior="matching", matching_radius=2, advection_kernel_size=5
     )

@@ -264,6 +264,7 @@ class VideoPredictionTask(Task):
             # .get: configs saved before the field existed (experiments.evaluate, restore)
             advection_temperature=cfg.get("advection_temperature", 1.0),
             layer_temperature=cfg.get("layer_temperature", 1.0),
+            layer_fade=cfg.get("layer_fade", False),
             advection_source=cfg.advection_source,
             advection_prior=cfg.advection_prior,
             forecaster_motion=cfg.forecaster_motion,

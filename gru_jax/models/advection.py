@@ -86,25 +86,58 @@ def pool_prior(prior: tuple, content: Array) -> Array:
     return jnp.einsum("bhwm,bhwck->bmck", weight, prior)
 
 
-def layer_moves(logits: Array, motions: int, content: Array, prior: Array | None = None) -> Array:
-    """Each layer's displacement this step, ``f32[B, K, 2]`` (vertical, horizontal, in
-    pixels: where its content goes) from the kernel head's ``logits f32[B, h, w,
-    K · (2k + 1)]`` (per motion ``[vertical k | horizontal k | score]``, as
-    :func:`motion_kernels`). Motion ``m``'s logits are pooled over the patches with a
-    softmax of ``score_m + log(content_m + 1e-3)`` (``content f32[B, h, w, K]``: how much
-    of layer ``m`` each patch holds now, so a layer's motion is read where its content
-    is), plus the layer's ``prior f32[B, K, 2, k]`` (:func:`pool_prior`); the kernels are
-    their softmax, and a move is minus a kernel's mean offset (a kernel says where a
-    pixel's content comes from)."""
+FADE_BIAS = 4.0  # a layer's gain is sigmoid(pooled fade logit + 4): 0.98 at a zero logit
+
+
+def _pool_layers(logits: Array, motions: int, content: Array) -> Array:
+    """Each motion's per-patch logits ``f32[B, h, w, K · width]`` (per motion: ``width - 1``
+    values, then a score) pooled over the patches with a softmax of ``score_m +
+    log(content_m + 1e-3)`` (``content f32[B, h, w, K]``: how much of layer ``m`` each
+    patch holds now, so a layer's logits are read where its content is):
+    ``f32[B, K, width - 1]``."""
     batch, rows, cols, width = logits.shape
     logits = logits.reshape(batch, rows * cols, motions, width // motions)
     score = logits[..., -1] + jnp.log(content.reshape(batch, rows * cols, motions) + 1e-3)
     attention = jax.nn.softmax(score, axis=1)  # [B, h·w, K]
-    pooled = jnp.einsum("bnm,bnmk->bmk", attention, logits[..., :-1])
-    pooled = pooled.reshape(batch, motions, 2, -1)
+    return jnp.einsum("bnm,bnmk->bmk", attention, logits[..., :-1])
+
+
+def layer_moves(
+    logits: Array,
+    motions: int,
+    content: Array,
+    prior: Array | None = None,
+    fade: bool = False,
+) -> Array:
+    """Each layer's displacement this step, ``f32[B, K, 2]`` (vertical, horizontal, in
+    pixels: where its content goes) from the kernel head's ``logits f32[B, h, w,
+    K · (2k + 1)]`` (per motion ``[vertical k | horizontal k | score]``, as
+    :func:`motion_kernels`; with ``fade``, ``K · (2k + 2)``: ``[vertical k | horizontal k
+    | fade | score]``, the fade logit read by :func:`layer_gains`). Motion ``m``'s logits
+    are pooled over the patches with a softmax of ``score_m + log(content_m + 1e-3)``
+    (``content f32[B, h, w, K]``: how much of layer ``m`` each patch holds now, so a
+    layer's motion is read where its content is), plus the layer's ``prior f32[B, K, 2,
+    k]`` (:func:`pool_prior`); the kernels are their softmax, and a move is minus a
+    kernel's mean offset (a kernel says where a pixel's content comes from)."""
+    pooled = _pool_layers(logits, motions, content)
+    if fade:
+        pooled = pooled[..., :-1]
+    pooled = pooled.reshape(*pooled.shape[:2], 2, -1)
     if prior is not None:
         pooled = pooled + prior
     return -kernel_offsets(jax.nn.softmax(pooled, axis=-1))
+
+
+def layer_gains(logits: Array, motions: int, content: Array) -> Array:
+    """Each layer's gain this step, ``f32[B, K]`` in (0, 1): the sigmoid of its fade logit
+    (the kernel head's ``[vertical k | horizontal k | fade | score]`` layout of
+    :func:`layer_moves` with ``fade``), pooled where the layer's content is, plus
+    ``FADE_BIAS`` (a layer starts at nearly full intensity). A layer whose place the
+    model is unsure of can dim instead of being split into faint copies or smeared: under
+    squared error the best intensity of a digit drawn in one place is the chance that it
+    is there."""
+    pooled = _pool_layers(logits, motions, content)
+    return jax.nn.sigmoid(pooled[..., -1] + FADE_BIAS)
 
 
 def move_layers(frame: Array, assignment: Array, displacements: Array) -> Array:

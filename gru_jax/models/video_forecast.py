@@ -12,6 +12,7 @@ import numpy as np
 from gru_jax.models.advection import (
     cell_kernels,
     cell_offsets,
+    layer_gains,
     layer_moves,
     mix_cells,
     mix_motions,
@@ -246,7 +247,9 @@ class ForecastMixin:
         matching pooled over the layer's content in the last context frame), the moves
         add up, each layer is moved once, bilinearly, from the last context frame to
         where it has got to (:func:`~gru_jax.models.video_ops.shift`), and the prediction
-        is the sum of the moved layers (clipped to 1). The forecaster reads the moved layers
+        is the sum of the moved layers (clipped to 1; with ``layer_fade``, each layer
+        first scaled by its gain this step, :func:`~gru_jax.models.advection.layer_gains`).
+        The forecaster reads the moved layers
         (per patch, ``K`` images side by side) and runs on the current frame's grid.
         Returns ``(logits, assignment f32[B, H, W, K])``."""
         cells = list(self.forecaster)
@@ -279,16 +282,16 @@ class ForecastMixin:
         for _ in range(num_future):
             x = grid.reshape(batch, height // p, width // p, -1)
             _step_layers(x, states, cells, weights, convs)
-            step = layer_moves(
-                self._head_alone(self.kernel_head, jnp.concatenate(states, axis=-1)),
-                motions,
-                grid.mean(axis=-1),  # [B, h, w, K]: how much of each layer each patch holds
-                prior,
-            )
-            total = total + step
+            head = self._head_alone(self.kernel_head, jnp.concatenate(states, axis=-1))
+            content = grid.mean(axis=-1)  # [B, h, w, K]: how much of each layer each patch holds
+            total = total + layer_moves(head, motions, content, prior, self.layer_fade)
             moved = move_layers(frame, assignment, total)
-            grid = patches(moved)
-            predicted = unit_clip(moved.sum(axis=1))
+            grid = patches(moved)  # the forecaster reads the layers at full intensity
+            if self.layer_fade:  # each layer dimmed by its gain this step
+                gains = layer_gains(head, motions, content)
+                predicted = unit_clip(jnp.einsum("bk,bkhwc->bhwc", gains, moved))
+            else:
+                predicted = unit_clip(moved.sum(axis=1))
             logits.append(space_to_depth(intensity_logits(predicted), p))
         return depth_to_space(jnp.stack(logits, axis=1), p), assignment
 

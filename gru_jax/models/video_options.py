@@ -26,6 +26,7 @@ def check_options(
     advection_motions: int,
     advection_temperature: float,
     layer_temperature: float,
+    layer_fade: bool = False,
     advection_source: str,
     advection_prior: str,
     forecaster_motion: bool,
@@ -86,6 +87,11 @@ def check_options(
             f"layer_temperature={layer_temperature} needs the layered form "
             "(advection_source='splat' and advection_motions > 0), got "
             f"{advection_source!r}, {advection_motions}"
+        )
+    if layer_fade and not (advection_source == "splat" and advection_motions):
+        raise ValueError(
+            "layer_fade=True needs the layered form (advection_source='splat' and "
+            f"advection_motions > 0), got {advection_source!r}, {advection_motions}"
         )
     if advection_source == "flow" and (output != "advection" or advection_motions):
         raise ValueError(

@@ -135,6 +135,13 @@ class VideoPredictor(ForecastMixin, nnx.Module):
         copies of the docs' round 10); near 0 every pixel is in one layer and each
         predicted frame is the last context frame's pixels rigidly rearranged. Only with
         ``advection_source='splat'`` and ``advection_motions > 0``.
+      layer_fade: the layered form only: each layer also gets a gain in (0, 1) per
+        predicted step (one more kernel-head logit per motion, pooled where the layer's
+        content is; :func:`~gru_jax.models.advection.layer_gains`), and the prediction is
+        the gain-weighted sum of the moved layers. Where the model is unsure where a digit
+        goes it can dim it in one place (squared error's best intensity there is the
+        chance the digit is there) instead of splitting it into faint copies that move
+        apart. The forecaster still reads the layers at full intensity.
       advection_motions: 0 for kernels per cell (above); ``K > 0`` for ``K`` kernel
         pairs shared by the whole frame instead (Finn et al.'s CDNA,
         :mod:`gru_jax.models.advection`): each pools the patches' kernel logits with a
@@ -214,6 +221,7 @@ class VideoPredictor(ForecastMixin, nnx.Module):
         advection_motions: int = 0,
         advection_temperature: float = 1.0,
         layer_temperature: float = 1.0,
+        layer_fade: bool = False,
         advection_source: str = "previous",
         advection_prior: str = "none",
         forecaster_motion: bool = False,
@@ -236,6 +244,7 @@ class VideoPredictor(ForecastMixin, nnx.Module):
             advection_motions=advection_motions,
             advection_temperature=advection_temperature,
             layer_temperature=layer_temperature,
+            layer_fade=layer_fade,
             advection_source=advection_source,
             advection_prior=advection_prior,
             forecaster_motion=forecaster_motion,
@@ -249,6 +258,7 @@ class VideoPredictor(ForecastMixin, nnx.Module):
         self.motions = advection_motions
         self.advection_temperature = float(advection_temperature)
         self.layer_temperature = float(layer_temperature)
+        self.layer_fade = bool(layer_fade)
         self.cells_per_side = max(1, patch_size // cell)  # kernel pairs per patch side
         self.patches_per_cell = max(1, cell // patch_size)  # patches per cell side
         self.advection_source = advection_source
@@ -325,7 +335,7 @@ class VideoPredictor(ForecastMixin, nnx.Module):
         # Advection: per-cell kernels and per-pixel mask logits from the same states.
         # Shared motions: per patch, each motion's logits and its attention score.
         kernel_logits = (
-            advection_motions * (2 * advection_kernel_size + 1)
+            advection_motions * (2 * advection_kernel_size + 1 + int(bool(layer_fade)))
             if advection_motions
             else 2 * advection_kernel_size * self.cells_per_side**2
         )
