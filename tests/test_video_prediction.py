@@ -519,6 +519,8 @@ def test_summary_means_over_sequences_and_frames():
         "ssim": np.array([[0.5, 0.5], [1.0, 1.0]]),
         "gradient_energy": np.array([[1.0, 1.0], [1.0, 2.0]]),
         "truth_gradient_energy": np.array([[2.0, 2.0], [2.0, 2.0]]),
+        "contrast_energy": np.array([[1.0, 1.0], [1.0, 1.0]]),
+        "truth_contrast_energy": np.array([[1.0, 1.0], [1.0, 1.0]]),
         "loss": np.array([0.2, 0.4]),
         "baseline_zeros": np.full((2, 2), 10.0),
         "baseline_mean": np.full((2, 2), 6.0),
@@ -531,6 +533,8 @@ def test_summary_means_over_sequences_and_frames():
     # Sharpness per frame: the summed energies' ratio (2/4 and 3/4), then their mean.
     assert (metrics["sharpness_frame_1"], metrics["sharpness_frame_2"]) == (0.5, 0.75)
     assert metrics["sharpness"] == 0.625 and metrics["ssim_frame_2"] == 0.75
+    # Equal contrast energies on both sides: the relative sharpness is the same ratio.
+    assert metrics["relative_sharpness_frame_1"] == 0.5 and metrics["relative_sharpness"] == 0.625
     assert metrics["mse_reduction"] == pytest.approx(0.5)  # 1 - 3 / min(10, 6, 12)
 
 

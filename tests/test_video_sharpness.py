@@ -15,6 +15,7 @@ from flax import nnx
 from configs import moving_digits
 from experiments.tasks import video_prediction
 from experiments.tasks.video_prediction import (
+    contrast_energy,
     frame_errors,
     gradient_difference,
     gradient_energy,
@@ -46,6 +47,32 @@ def test_gradient_energy_and_difference_by_hand():
     )
 
 
+def test_relative_sharpness_sees_blur_and_not_contrast():
+    """Contrast energy by hand; a digit-sized square dimmed to 30% keeps relative
+    sharpness 1 (its plain sharpness falls to 0.09), the same square blurred by a 3x3 box
+    falls below 0.6 on both."""
+    frame = np.zeros((1, 1, 2, 2, 1), np.float32)
+    frame[0, 0, 0, 0] = 1.0  # mean 1/4: deviations 3/4 once and -1/4 three times
+    np.testing.assert_allclose(contrast_energy(jnp.asarray(frame)), [[0.75]])
+    truth = np.zeros((1, 2, 12, 12, 1), np.float32)
+    truth[:, :, 3:9, 3:9] = 1.0
+    padded = np.pad(truth[0, 0, :, :, 0], 1)
+    box = sum(padded[i : i + 12, j : j + 12] for i in range(3) for j in range(3)) / 9
+    prediction = np.stack([0.3 * truth[0, 0], box[..., None]])[None]
+    outputs = {
+        key: np.asarray(value)
+        for key, value in frame_errors(jnp.asarray(prediction), jnp.asarray(truth)).items()
+    }
+    outputs.update(
+        loss=np.zeros(1), baseline_zeros=np.ones((1, 2)), baseline_mean=np.ones((1, 2)),
+        baseline_copy_last=np.ones((1, 2)),
+    )  # fmt: skip
+    metrics = summarize_frames(outputs)
+    assert metrics["sharpness_frame_1"] == pytest.approx(0.09, rel=1e-5)
+    assert metrics["relative_sharpness_frame_1"] == pytest.approx(1.0, rel=1e-5)
+    assert metrics["sharpness_frame_2"] < 0.6 and metrics["relative_sharpness_frame_2"] < 0.6
+
+
 def test_summary_reports_sharpness_and_ssim_per_frame():
     truth = np.zeros((2, 2, 8, 8, 1), np.float32)
     truth[:, :, 2:6, 2:6] = 1.0  # a white square in every frame
@@ -60,10 +87,13 @@ def test_summary_reports_sharpness_and_ssim_per_frame():
         baseline_copy_last=np.ones((2, 2)),
     )  # fmt: skip
     metrics = summarize_frames(outputs)
-    # Half the contrast is a quarter of the gradient energy.
+    # Half the contrast is a quarter of the gradient energy; the contrast-blind
+    # relative sharpness does not see it.
     assert metrics["sharpness_frame_1"] == pytest.approx(1.0)
     assert metrics["sharpness_frame_2"] == pytest.approx(0.25)
     assert metrics["sharpness"] == pytest.approx(0.625)
+    assert metrics["relative_sharpness_frame_2"] == pytest.approx(1.0, rel=1e-5)
+    assert metrics["relative_sharpness"] == pytest.approx(1.0, rel=1e-5)
     assert metrics["ssim_frame_1"] == pytest.approx(1.0, abs=1e-5)
     assert metrics["ssim_frame_2"] < 0.99
     assert metrics["ssim"] == pytest.approx(

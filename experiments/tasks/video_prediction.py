@@ -6,7 +6,11 @@ and averaged over test sequences and predicted frames (``mse``, ``mae``, and one
 ``mse_frame_<k>`` per predicted frame k = 1..T), with ``ssim`` from dm-pix (and
 ``ssim_frame_<k>``). ``sharpness`` (and ``sharpness_frame_<k>``) measures blur: the
 predictions' gradient energy over the truth's (:func:`gradient_energy`, summed over the
-test set), 1 for frames as sharp as the truth, towards 0 as they blur. Three trivial
+test set), 1 for frames as sharp as the truth, towards 0 as they blur; dimming a frame
+lowers it too (half the contrast, a quarter of the energy). ``relative_sharpness`` (and
+``relative_sharpness_frame_<k>``) divides each side's gradient energy by its contrast
+energy (the squared deviations from the frame's mean, :func:`contrast_energy`) first, so
+it is blind to contrast: 1 for the truth dimmed or brightened, below 1 only for blur. Three trivial
 predictors are scored on the same test set: all zeros (``baseline_zeros_mse``), the mean
 training frame (``baseline_mean_mse``) and the last input frame repeated
 (``baseline_copy_last_mse``); ``mse_reduction`` is ``1 - mse / (best baseline)``.
@@ -64,6 +68,15 @@ def gradient_energy(frames: Array) -> Array:
     return jnp.sum(vertical**2, axis=(2, 3, 4)) + jnp.sum(horizontal**2, axis=(2, 3, 4))
 
 
+def contrast_energy(frames: Array) -> Array:
+    """Sum of squared deviations from the frame's mean intensity per frame:
+    ``f32[batch, T, H, W, C]`` → ``f32[batch, T]``. Scaling a frame's contrast by ``a``
+    scales it, as it does :func:`gradient_energy`, by ``a²``; blurring lowers the gradient
+    energy much more than this."""
+    mean = frames.mean(axis=(2, 3, 4), keepdims=True)
+    return jnp.sum((frames - mean) ** 2, axis=(2, 3, 4))
+
+
 def split_entropy(assignment: Array, frame: Array) -> Array:
     """How split the layered model's pixels are, per example f32[batch]: the entropy (in
     nats) of each pixel's shares in the ``K`` layers (``assignment f32[B, H, W, K]``),
@@ -104,7 +117,8 @@ def frame_errors(prediction: Array, truth: Array) -> dict[str, Array]:
 
     Returns:
       ``squared_error``, ``absolute_error`` (sums over H·W·C), ``ssim``,
-      ``gradient_energy`` and ``truth_gradient_energy`` (:func:`gradient_energy`), each
+      ``gradient_energy`` and ``truth_gradient_energy`` (:func:`gradient_energy`),
+      ``contrast_energy`` and ``truth_contrast_energy`` (:func:`contrast_energy`), each
       f32[batch, T].
     """
     difference = prediction - truth
@@ -116,6 +130,8 @@ def frame_errors(prediction: Array, truth: Array) -> dict[str, Array]:
         "ssim": ssim.reshape(prediction.shape[:2]),
         "gradient_energy": gradient_energy(prediction),
         "truth_gradient_energy": gradient_energy(truth),
+        "contrast_energy": contrast_energy(prediction),
+        "truth_contrast_energy": contrast_energy(truth),
     }
 
 
@@ -141,6 +157,18 @@ def per_frame_sharpness(outputs: dict[str, np.ndarray]) -> np.ndarray:
     return outputs["gradient_energy"].sum(axis=0) / np.maximum(truth_energy, 1e-12)
 
 
+def per_frame_relative_sharpness(outputs: dict[str, np.ndarray]) -> np.ndarray:
+    """f32[T]: the predictions' gradient energy per unit of contrast energy over the
+    truth's, each side summed over the test videos first (1: edges as steep, relative to
+    the frame's contrast, as the truth's; blur lowers it, dimming does not)."""
+
+    def ratio(prefix: str) -> np.ndarray:
+        edges = outputs[f"{prefix}gradient_energy"].sum(axis=0)
+        return edges / np.maximum(outputs[f"{prefix}contrast_energy"].sum(axis=0), 1e-12)
+
+    return ratio("") / np.maximum(ratio("truth_"), 1e-12)
+
+
 def summarize_frames(outputs: dict[str, np.ndarray]) -> dict[str, float]:
     """Test metrics from per-example arrays (see the module docstring for the names)."""
     per_frame = outputs["squared_error"].mean(axis=0)
@@ -156,6 +184,11 @@ def summarize_frames(outputs: dict[str, np.ndarray]) -> dict[str, float]:
     sharpness = per_frame_sharpness(outputs)
     metrics["sharpness"] = float(sharpness.mean())
     metrics.update({f"sharpness_frame_{k + 1}": float(v) for k, v in enumerate(sharpness)})
+    relative = per_frame_relative_sharpness(outputs)
+    metrics["relative_sharpness"] = float(relative.mean())
+    metrics.update(
+        {f"relative_sharpness_frame_{k + 1}": float(v) for k, v in enumerate(relative)}
+    )
     for name in BASELINES:
         metrics[f"baseline_{name}_mse"] = float(outputs[f"baseline_{name}"].mean())
     best = min(metrics[f"baseline_{name}_mse"] for name in BASELINES)
@@ -389,7 +422,13 @@ class VideoPredictionTask(Task):
                 curves, os.path.join(plot_dir, "mse_per_frame.png"), "MSE (sum over pixels)"
             ),
             video_plots.per_frame_curve(
-                {"model": per_frame_sharpness(outputs), "truth": np.ones(future.shape[1])},
+                {
+                    "model": per_frame_sharpness(outputs),
+                    "model, contrast-blind (relative_sharpness)": (
+                        per_frame_relative_sharpness(outputs)
+                    ),
+                    "truth": np.ones(future.shape[1]),
+                },
                 os.path.join(plot_dir, "sharpness_per_frame.png"),
                 "sharpness (gradient energy / truth's)",
             ),
