@@ -41,6 +41,7 @@ VARIANTS = {  # name: model overrides (all squared error but the default)
     "default-bf16": {"dtype": "bfloat16"},  # convolution operands in bfloat16
     "layers-4": {"loss": "mse", **LAYERS, "advection_motions": 4},
     "layers-8": {"loss": "mse", **LAYERS, "advection_motions": 8},
+    "layers-8-fade": {"loss": "mse", **LAYERS, "advection_motions": 8, "layer_fade": True},
 }  # fmt: skip
 
 

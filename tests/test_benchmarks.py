@@ -145,6 +145,7 @@ def test_video_step_variants_build_and_the_matching_reference_agrees():
     for name, overrides in video_step.VARIANTS.items():
         run = build_run(video_step.variant_config(overrides, num_videos=8))
         assert run.model.motions == overrides.get("advection_motions", 0), name
+        assert run.model.layer_fade == overrides.get("layer_fade", False), name
         assert run.task.config.train.loss == overrides.get("loss", "bce"), name
         assert run.task.config.model.dtype == overrides.get("dtype", "float32"), name
     frames = jnp.asarray(np.random.default_rng(0).uniform(size=(2, 3, 16, 16, 1)), jnp.float32)
