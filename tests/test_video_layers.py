@@ -187,11 +187,9 @@ def pin_heads(model: VideoPredictor, assignment_logit: float) -> None:
     model.kernel_head.bias.value = jnp.asarray(kernel_bias.reshape(-1))
 
 
-def test_layered_rollout_with_pinned_heads(monkeypatch):
-    """Heads that ignore the states: the mask head puts the even columns of every patch in
-    layer 0 and the odd ones in layer 1; the kernel head moves layer 0 one row down and
-    layer 1 two columns left per frame. Every predicted frame is the two layers of the
-    last context frame moved by the summed moves; the forecaster reads the moved layers."""
+def record_forecaster_inputs(monkeypatch) -> list:
+    """The inputs every forecaster layer's input convolution reads, in call order (the
+    first layer's are every other entry for a two-layer stack)."""
     import gru_jax.models.video_forecast as forecast_module
 
     inputs = []
@@ -202,6 +200,15 @@ def test_layered_rollout_with_pinned_heads(monkeypatch):
         return original_project(x, *args)
 
     monkeypatch.setattr(forecast_module, "project_frames", recording_project)
+    return inputs
+
+
+def test_layered_rollout_with_pinned_heads(monkeypatch):
+    """Heads that ignore the states: the mask head puts the even columns of every patch in
+    layer 0 and the odd ones in layer 1; the kernel head moves layer 0 one row down and
+    layer 1 two columns left per frame. Every predicted frame is the two layers of the
+    last context frame moved by the summed moves; the forecaster reads the moved layers."""
+    inputs = record_forecaster_inputs(monkeypatch)
     model = layered_model()
     assert model.forecaster[0].in_channels == 2 * 16  # two layers' 4x4 patches
     assert model.mask_head.out_features == 2 * 16  # per pixel of a patch, two layers
@@ -234,16 +241,7 @@ def test_layered_rollout_with_fade_dims_each_layer_by_its_gain(monkeypatch):
     that layer 0 has gain 1/4 and layer 1 gain ~1: every predicted frame is
     ``clip(gain_0 · layer 0 + gain_1 · layer 1)`` moved, while the forecaster still reads
     the moved layers at full intensity; the gain's gradient dims a layer the target lacks."""
-    import gru_jax.models.video_forecast as forecast_module
-
-    inputs = []
-    original_project = forecast_module.project_frames
-
-    def recording_project(x, *args):
-        inputs.append(x)
-        return original_project(x, *args)
-
-    monkeypatch.setattr(forecast_module, "project_frames", recording_project)
+    inputs = record_forecaster_inputs(monkeypatch)
     model = layered_model(layer_fade=True)
     assert model.kernel_head.out_features == 2 * 20  # per motion: 9 + 9 taps, fade, score
     pin_heads(model, 40.0)

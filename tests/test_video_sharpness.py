@@ -47,6 +47,21 @@ def test_gradient_energy_and_difference_by_hand():
     )
 
 
+def summary_of(prediction: np.ndarray, truth: np.ndarray) -> dict:
+    """:func:`summarize_frames` of :func:`frame_errors` (``[batch, T, H, W, C]`` frames),
+    with placeholder losses and baselines."""
+    outputs = {
+        key: np.asarray(value)
+        for key, value in frame_errors(jnp.asarray(prediction), jnp.asarray(truth)).items()
+    }
+    ones = np.ones(prediction.shape[:2])
+    outputs.update(
+        loss=np.zeros(len(prediction)), baseline_zeros=ones, baseline_mean=ones,
+        baseline_copy_last=ones,
+    )  # fmt: skip
+    return summarize_frames(outputs)
+
+
 def test_relative_sharpness_sees_blur_and_not_contrast():
     """Contrast energy by hand; a digit-sized square dimmed to 30% keeps relative
     sharpness 1 (its plain sharpness falls to 0.09), the same square blurred by a 3x3 box
@@ -59,15 +74,7 @@ def test_relative_sharpness_sees_blur_and_not_contrast():
     padded = np.pad(truth[0, 0, :, :, 0], 1)
     box = sum(padded[i : i + 12, j : j + 12] for i in range(3) for j in range(3)) / 9
     prediction = np.stack([0.3 * truth[0, 0], box[..., None]])[None]
-    outputs = {
-        key: np.asarray(value)
-        for key, value in frame_errors(jnp.asarray(prediction), jnp.asarray(truth)).items()
-    }
-    outputs.update(
-        loss=np.zeros(1), baseline_zeros=np.ones((1, 2)), baseline_mean=np.ones((1, 2)),
-        baseline_copy_last=np.ones((1, 2)),
-    )  # fmt: skip
-    metrics = summarize_frames(outputs)
+    metrics = summary_of(prediction, truth)
     assert metrics["sharpness_frame_1"] == pytest.approx(0.09, rel=1e-5)
     assert metrics["relative_sharpness_frame_1"] == pytest.approx(1.0, rel=1e-5)
     assert metrics["sharpness_frame_2"] < 0.6 and metrics["relative_sharpness_frame_2"] < 0.6
@@ -78,15 +85,7 @@ def test_summary_reports_sharpness_and_ssim_per_frame():
     truth[:, :, 2:6, 2:6] = 1.0  # a white square in every frame
     prediction = truth.copy()
     prediction[:, 1] = 0.5 * truth[:, 1] + 0.125  # frame 2: half the contrast
-    outputs = {
-        key: np.asarray(value)
-        for key, value in frame_errors(jnp.asarray(prediction), jnp.asarray(truth)).items()
-    }
-    outputs.update(
-        loss=np.zeros(2), baseline_zeros=np.ones((2, 2)), baseline_mean=np.ones((2, 2)),
-        baseline_copy_last=np.ones((2, 2)),
-    )  # fmt: skip
-    metrics = summarize_frames(outputs)
+    metrics = summary_of(prediction, truth)
     # Half the contrast is a quarter of the gradient energy; the contrast-blind
     # relative sharpness does not see it.
     assert metrics["sharpness_frame_1"] == pytest.approx(1.0)

@@ -186,9 +186,7 @@ def summarize_frames(outputs: dict[str, np.ndarray]) -> dict[str, float]:
     metrics.update({f"sharpness_frame_{k + 1}": float(v) for k, v in enumerate(sharpness)})
     relative = per_frame_relative_sharpness(outputs)
     metrics["relative_sharpness"] = float(relative.mean())
-    metrics.update(
-        {f"relative_sharpness_frame_{k + 1}": float(v) for k, v in enumerate(relative)}
-    )
+    metrics.update({f"relative_sharpness_frame_{k + 1}": float(v) for k, v in enumerate(relative)})
     for name in BASELINES:
         metrics[f"baseline_{name}_mse"] = float(outputs[f"baseline_{name}"].mean())
     best = min(metrics[f"baseline_{name}_mse"] for name in BASELINES)
