@@ -26,7 +26,7 @@ def check_options(
     advection_motions: int,
     advection_temperature: float,
     layer_temperature: float,
-    layer_fade: bool = False,
+    layer_fade: bool,
     advection_source: str,
     advection_prior: str,
     forecaster_motion: bool,
