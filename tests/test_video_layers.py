@@ -203,6 +203,19 @@ def record_forecaster_inputs(monkeypatch) -> list:
     return inputs
 
 
+def pinned_rollout(model: VideoPredictor):
+    """``(context, predicted, even, odd)``: random context frames f32[2, 3, 16, 16, 1],
+    the model's three predicted intensities, and the last context frame's even and odd
+    columns (the two layers :func:`pin_heads` splits it into)."""
+    rng = np.random.default_rng(3)
+    context = jnp.asarray(rng.uniform(size=(2, 3, 16, 16, 1)), jnp.float32)
+    predicted = np.asarray(jax.nn.sigmoid(model(context, 3)))
+    last = np.asarray(context[:, -1])
+    even = np.zeros_like(last)
+    even[:, :, 0::2] = last[:, :, 0::2]
+    return context, predicted, even, last - even
+
+
 def test_layered_rollout_with_pinned_heads(monkeypatch):
     """Heads that ignore the states: the mask head puts the even columns of every patch in
     layer 0 and the odd ones in layer 1; the kernel head moves layer 0 one row down and
@@ -213,13 +226,7 @@ def test_layered_rollout_with_pinned_heads(monkeypatch):
     assert model.forecaster[0].in_channels == 2 * 16  # two layers' 4x4 patches
     assert model.mask_head.out_features == 2 * 16  # per pixel of a patch, two layers
     pin_heads(model, 40.0)
-    rng = np.random.default_rng(3)
-    context = jnp.asarray(rng.uniform(size=(2, 3, 16, 16, 1)), jnp.float32)
-    predicted = np.asarray(jax.nn.sigmoid(model(context, 3)))
-    last = np.asarray(context[:, -1])
-    even = np.zeros_like(last)
-    even[:, :, 0::2] = last[:, :, 0::2]
-    odd = last - even
+    _, predicted, even, odd = pinned_rollout(model)
     first_layer = inputs[::2]
     assert len(first_layer) == 3
     for k in range(3):
@@ -251,13 +258,7 @@ def test_layered_rollout_with_fade_dims_each_layer_by_its_gain(monkeypatch):
     model.kernel_head.bias.value = jnp.asarray(
         np.concatenate([bias[:, :18], fade, bias[:, 18:]], axis=1).reshape(-1)
     )
-    rng = np.random.default_rng(3)
-    context = jnp.asarray(rng.uniform(size=(2, 3, 16, 16, 1)), jnp.float32)
-    predicted = np.asarray(jax.nn.sigmoid(model(context, 3)))
-    last = np.asarray(context[:, -1])
-    even = np.zeros_like(last)
-    even[:, :, 0::2] = last[:, :, 0::2]
-    odd = last - even
+    context, predicted, even, odd = pinned_rollout(model)
     for k in range(3):
         layer_0, layer_1 = shifted(even, k + 1, 0), shifted(odd, 0, -2 * (k + 1))
         expected = np.clip(gain_0 * layer_0 + layer_1, 0, 1)
