@@ -52,6 +52,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.layer_fade = False  # layers: each also dims by a gain per step (unsure: dim)
     config.model.advection_source = "previous"  # 'previous' | 'context' | 'flow' | 'splat'
     config.model.advection_prior = "none"  # kernel logits += 'matching' of the last 2 frames
+    config.model.prior_frames = 1  # splat: match the last context frame with the n-th before
+    config.model.prior_temperature = 0.02  # matching prior's softmax temperature (<: sharper)
+    config.model.prior_neighbourhood = True  # prior averaged over each cell's 3×3 neighbours
     config.model.forecaster_motion = False  # forecaster also reads its frames' matching
     config.model.motion_input = "matching"  # encoder extra input: 'none'|'differences'|'matching'
     config.model.matching_radius = 4  # block matching searches [-4, 4]² px per frame

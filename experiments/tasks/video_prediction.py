@@ -36,6 +36,7 @@ from experiments import video_plots
 from experiments.tasks.base import Array, Batch, Task, TaskData
 from gru_jax import data as gru_data
 from gru_jax.models import VideoPredictor
+from gru_jax.models.video_ops import MATCHING_TEMPERATURE
 
 EXAMPLE_CHOICES = ("first", "quantiles")  # plots.examples
 LOSSES = ("bce", "mse", "mae")
@@ -298,6 +299,9 @@ class VideoPredictionTask(Task):
             layer_fade=cfg.get("layer_fade", False),
             advection_source=cfg.advection_source,
             advection_prior=cfg.advection_prior,
+            prior_frames=cfg.get("prior_frames", 1),
+            prior_temperature=cfg.get("prior_temperature", MATCHING_TEMPERATURE),
+            prior_neighbourhood=cfg.get("prior_neighbourhood", True),
             forecaster_motion=cfg.forecaster_motion,
             motion_input=cfg.motion_input,
             matching_radius=cfg.matching_radius,

@@ -96,7 +96,14 @@ class ForecastMixin:
             if self.advection:
                 source = last_frame if self.advection_source == "previous" else context_frame
                 prior = (
-                    matching_prior(before_last, last_frame, self.patch_size, self.matching_radius)
+                    matching_prior(
+                        before_last,
+                        last_frame,
+                        self.patch_size,
+                        self.matching_radius,
+                        temperature=self.prior_temperature,
+                        neighbourhood=self.prior_neighbourhood,
+                    )
                     if self.advection_prior == "matching"
                     else None
                 )
@@ -181,6 +188,26 @@ class ForecastMixin:
         flow = compose_offsets(cell_offsets(kernels, *drawn.shape[1:3]), flow)
         return [mix_warped(frame, flow, mask_logits, drawn, p) for frame in frames], flow
 
+    def _context_prior(self, context: Array) -> tuple[Array, Array]:
+        """The splat forms' motion prior (:func:`matching_prior`, per patch): the last
+        context frame matched against the one ``prior_frames`` before it (against itself
+        for a one-frame context)."""
+        steps, apart = context.shape[1], self.prior_frames
+        if apart > 1 and steps <= apart:
+            raise ValueError(
+                f"prior_frames={apart} needs more than {apart} context frames, got {steps}"
+            )
+        frames = context.astype(jnp.float32)
+        return matching_prior(
+            frames[:, -min(apart + 1, steps)],
+            frames[:, -1],
+            self.patch_size,
+            self.matching_radius,
+            apart,
+            self.prior_temperature,
+            self.prior_neighbourhood,
+        )
+
     def _splat_forecast(self, context: Array, states: list[Array], num_future: int) -> Array:
         """``advection_source='splat'``: the content of the last context frame carries its
         own motion. The forecaster's grid stays the last context frame's (where the
@@ -210,10 +237,8 @@ class ForecastMixin:
             * p
             + (p - 1) / 2
         ).astype(np.float32)
-        prior = (  # "keep moving as in the last two context frames", for every step
-            matching_prior(context[:, -min(2, context.shape[1])], frame, p, self.matching_radius)
-            if self.advection_prior == "matching"
-            else None
+        prior = (  # "keep moving as in the last context frames", for every step
+            self._context_prior(context) if self.advection_prior == "matching" else None
         )
         moved = jnp.zeros((batch, height, width, 2), jnp.float32)  # per source pixel
         logits = []
@@ -275,9 +300,7 @@ class ForecastMixin:
         grid = patches(moved)
         prior = None
         if self.advection_prior == "matching":  # "keep moving as before", per layer
-            before = context[:, -min(2, context.shape[1])].astype(jnp.float32)
-            matching = matching_prior(before, frame, p, self.matching_radius)
-            prior = pool_prior(matching, grid.mean(axis=-1))
+            prior = pool_prior(self._context_prior(context), grid.mean(axis=-1))
         logits = []
         for _ in range(num_future):
             x = grid.reshape(batch, height // p, width // p, -1)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from math import inf
 
+from gru_jax.models.video_ops import MATCHING_TEMPERATURE
+
 FORECASTER_INPUTS = ("zeros", "prediction")
 FORECASTERS = ("separate", "shared")
 OUTPUTS = ("pixels", "advection")
@@ -29,6 +31,9 @@ def check_options(
     layer_fade: bool,
     advection_source: str,
     advection_prior: str,
+    prior_frames: int,
+    prior_temperature: float,
+    prior_neighbourhood: bool,
     forecaster_motion: bool,
     motion_input: str,
     matching_radius: int,
@@ -55,6 +60,26 @@ def check_options(
             "advection_prior='matching' needs output='advection' and "
             "advection_kernel_size == 2 * matching_radius + 1, got "
             f"output={output!r}, {advection_kernel_size}, {matching_radius}"
+        )
+    if not (isinstance(prior_frames, int) and prior_frames >= 1):
+        raise ValueError(f"prior_frames must be an int >= 1, got {prior_frames!r}")
+    if not (isinstance(prior_temperature, (int, float)) and 0 < prior_temperature < inf):
+        raise ValueError(
+            f"prior_temperature must be a finite number > 0, got {prior_temperature!r}"
+        )
+    if prior_frames > 1 and not (advection_source == "splat" and advection_prior == "matching"):
+        # The other forms match the two frames before each predicted one, its own included.
+        raise ValueError(
+            f"prior_frames={prior_frames} needs advection_source='splat' and "
+            f"advection_prior='matching', got {advection_source!r}, {advection_prior!r}"
+        )
+    if advection_prior != "matching" and (
+        prior_temperature != MATCHING_TEMPERATURE or not prior_neighbourhood
+    ):
+        raise ValueError(
+            f"prior_temperature={prior_temperature} and prior_neighbourhood="
+            f"{prior_neighbourhood} set the matching prior: need advection_prior='matching', "
+            f"got {advection_prior!r}"
         )
     if advection_motions < 0 or (
         advection_motions

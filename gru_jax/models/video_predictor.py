@@ -224,6 +224,9 @@ class VideoPredictor(ForecastMixin, nnx.Module):
         layer_fade: bool = False,
         advection_source: str = "previous",
         advection_prior: str = "none",
+        prior_frames: int = 1,
+        prior_temperature: float = MATCHING_TEMPERATURE,
+        prior_neighbourhood: bool = True,
         forecaster_motion: bool = False,
         motion_input: str = "none",
         matching_radius: int = 4,
@@ -247,6 +250,9 @@ class VideoPredictor(ForecastMixin, nnx.Module):
             layer_fade=layer_fade,
             advection_source=advection_source,
             advection_prior=advection_prior,
+            prior_frames=prior_frames,
+            prior_temperature=prior_temperature,
+            prior_neighbourhood=prior_neighbourhood,
             forecaster_motion=forecaster_motion,
             motion_input=motion_input,
             matching_radius=matching_radius,
@@ -263,6 +269,9 @@ class VideoPredictor(ForecastMixin, nnx.Module):
         self.patches_per_cell = max(1, cell // patch_size)  # patches per cell side
         self.advection_source = advection_source
         self.advection_prior = advection_prior
+        self.prior_frames = int(prior_frames)
+        self.prior_temperature = float(prior_temperature)
+        self.prior_neighbourhood = bool(prior_neighbourhood)
         self.forecaster_motion = forecaster_motion
         self.forecaster_input = forecaster_input
         self.shared = forecaster == "shared"

@@ -1,0 +1,154 @@
+"""The matching prior's options: a longer baseline (``prior_frames``), a sharper softmax
+(``prior_temperature``) and the neighbourhood averaging (``prior_neighbourhood``), and the
+layered model reading that prior."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from gru_jax.data.moving_digits import make_moving_digits, moving_digit_corners
+from gru_jax.models import VideoPredictor
+from gru_jax.models.video_ops import _per_frame_taps, kernel_offsets, matching_prior
+
+
+def prior_moves(log_y, log_x) -> np.ndarray:
+    """Where the prior's kernels move content, per cell: f32[..., 2] (minus the mean
+    offset of each kernel, which says where content comes from)."""
+    return -np.stack(
+        [np.asarray(kernel_offsets(jax.nn.softmax(log, axis=-1))) for log in (log_y, log_x)], -1
+    )
+
+
+def test_per_frame_taps_keep_the_mean_over_n_frames():
+    np.testing.assert_array_equal(_per_frame_taps(4, 1), np.eye(9, dtype=np.float32))
+    for frames in (2, 3, 5):
+        taps = _per_frame_taps(3, frames)
+        offsets = np.arange(-3 * frames, 3 * frames + 1)
+        assert taps.shape == (offsets.size, 7)
+        np.testing.assert_allclose(taps.sum(axis=1), 1.0, rtol=1e-6)
+        np.testing.assert_allclose(taps @ np.arange(-3, 4), offsets / frames, atol=1e-6)
+        assert ((taps > 0).sum(axis=1) <= 2).all()  # the two taps around o / n at most
+
+
+def square_video(rows: list[int], col: int = 12, size: int = 40) -> np.ndarray:
+    """A textured 6×6 square at ``rows[t]`` in frame ``t`` (texture, so that block
+    matching inside it is not ambiguous): f32[T, size, size, 1]."""
+    texture = np.random.default_rng(7).uniform(0.3, 1.0, size=(6, 6))
+    video = np.zeros((len(rows), size, size, 1), np.float32)
+    for t, row in enumerate(rows):
+        video[t, row : row + 6, col : col + 6, 0] = texture
+    return video
+
+
+def test_a_longer_baseline_reads_the_mean_motion_of_rounded_positions():
+    """Positions rounded to whole pixels move 2, 3, 2 rows (7/3 per frame): matching the
+    last two frames says 2 per frame, the last against the fourth from last 7/3."""
+    video = jnp.asarray(square_video([4, 6, 9, 11]))
+    sharp = {"temperature": 0.003, "neighbourhood": False}
+    one = prior_moves(*matching_prior(video[2:3], video[3:4], 4, 3, 1, **sharp))
+    three = prior_moves(*matching_prior(video[0:1], video[3:4], 4, 3, 3, **sharp))
+    cells = (slice(None), slice(3, 4), slice(3, 4))  # the cell wholly inside the square
+    np.testing.assert_allclose(one[cells], [[[[2.0, 0.0]]]], atol=0.02)
+    np.testing.assert_allclose(three[cells], [[[[7 / 3, 0.0]]]], atol=0.02)
+    with pytest.raises(ValueError, match="frames_apart must be a positive int, got 0"):
+        matching_prior(video[0:1], video[3:4], 4, 3, 0)
+
+
+def test_a_sharper_prior_falls_less_short_of_the_digits_motion():
+    """On moving digits (smooth, upsampled strokes) the default temperature spreads the
+    matching over neighbouring offsets and the prior's move falls short of the true one;
+    0.003 and no neighbourhood averaging leave much less of that shortfall (measured over
+    the cells wholly inside one digit that did not bounce)."""
+    videos = make_moving_digits(24, seed=0, split="test", num_frames=11)
+    corners = moving_digit_corners(24, seed=0, split="test", num_frames=11)
+    before, last = jnp.asarray(videos[:, 8]), jnp.asarray(videos[:, 9])
+    true_move = corners[:, 9] - corners[:, 8]  # per digit, [N, 2, 2]
+    cells = []
+    for n, corner in enumerate(np.rint(corners[:, 9]).astype(int)):
+        for digit in range(2):
+            other = corner[1 - digit]
+            for row, col in np.ndindex(8, 8):
+                y, x = 8 * row, 8 * col
+                inside = (corner[digit] <= (y, x)).all() and (
+                    corner[digit] + 28 >= (y + 8, x + 8)
+                ).all()
+                clear = (other + 28 <= (y, x)).any() or (other >= (y + 8, x + 8)).any()
+                bounced = (
+                    np.abs(
+                        corners[n, 9, digit] - 2 * corners[n, 8, digit] + corners[n, 7, digit]
+                    ).max()
+                    > 1e-4
+                )
+                if (
+                    inside
+                    and clear
+                    and not bounced
+                    and videos[n, 9, y : y + 8, x : x + 8].mean() > 0.1
+                ):
+                    cells.append((n, row, col, digit))
+    assert len(cells) > 40
+    n, row, col, digit = np.array(cells).T
+
+    def shortfall(**options) -> float:  # how far the prior's move falls short, on average
+        moves = prior_moves(*matching_prior(before, last, 8, 4, **options))[n, row, col]
+        truth = true_move[n, digit]
+        return float(np.mean((truth - moves) * np.sign(truth)))
+
+    default, sharp = shortfall(), shortfall(temperature=0.003, neighbourhood=False)
+    assert default > 0.3  # about half a pixel per frame at 3.6 px per frame
+    assert abs(sharp) < 0.5 * default
+
+
+def test_the_layered_model_reads_the_prior_over_prior_frames():
+    """Kernel head zeroed: each layer's motion is the prior pooled over its content, so
+    with ``prior_frames=3`` the square moves by 7/3 rows per predicted frame, by 2 with
+    the default one-frame baseline."""
+    video = jnp.asarray(square_video([4, 6, 9, 11])[None])
+    rows = np.arange(40)[:, None]
+    last = np.asarray(video[0, -1, ..., 0])
+    start = (last * rows).sum() / last.sum()
+    centres = {}
+    for frames in (1, 3):
+        model = VideoPredictor(
+            1, patch_size=4, hidden_channels=(4,), output="advection", advection_source="splat",
+            advection_motions=2, advection_prior="matching", matching_radius=3,
+            advection_kernel_size=7, prior_frames=frames, prior_temperature=0.003,
+            prior_neighbourhood=False, rngs=nnx.Rngs(0),
+        )  # fmt: skip
+        model.kernel_head.kernel.value = jnp.zeros_like(model.kernel_head.kernel.value)
+        model.kernel_head.bias.value = jnp.zeros_like(model.kernel_head.bias.value)
+        predicted = np.asarray(jax.nn.sigmoid(model(video, 2)))[0, ..., 0]
+        centres[frames] = [(p * rows).sum() / p.sum() for p in predicted]
+    for k in range(2):
+        assert centres[1][k] == pytest.approx(start + 2 * (k + 1), abs=0.05)
+        assert centres[3][k] == pytest.approx(start + 7 / 3 * (k + 1), abs=0.05)
+
+
+def layered(**options) -> VideoPredictor:
+    return VideoPredictor(
+        1, patch_size=4, hidden_channels=(4,), output="advection", advection_source="splat",
+        advection_motions=2, rngs=nnx.Rngs(0), **options,
+    )  # fmt: skip
+
+
+def test_prior_options_are_checked():
+    with pytest.raises(ValueError, match="prior_frames must be an int >= 1, got 0"):
+        layered(advection_prior="matching", prior_frames=0)
+    with pytest.raises(ValueError, match="prior_frames=2 needs advection_source='splat' and"):
+        VideoPredictor(1, output="advection", advection_prior="matching", prior_frames=2,
+                       rngs=nnx.Rngs(0))  # fmt: skip
+    with pytest.raises(ValueError, match="prior_frames=2 needs .* got 'splat', 'none'"):
+        layered(prior_frames=2)
+    with pytest.raises(ValueError, match="prior_temperature must be a finite number > 0"):
+        layered(advection_prior="matching", prior_temperature=0.0)
+    with pytest.raises(ValueError, match="prior_neighbourhood=False set the matching prior"):
+        layered(prior_neighbourhood=False)
+    model = layered(advection_prior="matching", prior_frames=3)
+    context = jnp.zeros((1, 3, 8, 8, 1))
+    with pytest.raises(ValueError, match="prior_frames=3 needs more than 3 context frames, got 3"):
+        model(context, 1)
+    assert model(jnp.zeros((1, 4, 8, 8, 1)), 1).shape == (1, 1, 8, 8, 1)
