@@ -58,6 +58,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.forecaster_motion = False  # forecaster also reads its frames' matching
     config.model.motion_input = "matching"  # encoder extra input: 'none'|'differences'|'matching'
     config.model.matching_radius = 4  # block matching searches [-4, 4]² px per frame
+    config.model.motion_temperature = 0.02  # softmax temperature of the matching input
     config.model.motion_channels = 16  # matching distribution projected to this many channels
     config.model.dtype = "float32"  # convolution operand dtype: 'float32' | 'bfloat16'
     config.model.convgru_gradient = "im2col"  # ConvGRU convs as patch GEMMs: 1.3x faster steps

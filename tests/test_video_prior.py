@@ -12,7 +12,12 @@ from flax import nnx
 
 from gru_jax.data.moving_digits import make_moving_digits, moving_digit_corners
 from gru_jax.models import VideoPredictor
-from gru_jax.models.video_ops import _per_frame_taps, kernel_offsets, matching_prior
+from gru_jax.models.video_ops import (
+    _per_frame_taps,
+    kernel_offsets,
+    matching_costs,
+    matching_prior,
+)
 
 
 def prior_moves(log_y, log_x) -> np.ndarray:
@@ -152,3 +157,21 @@ def test_prior_options_are_checked():
     with pytest.raises(ValueError, match="prior_frames=3 needs more than 3 context frames, got 3"):
         model(context, 1)
     assert model(jnp.zeros((1, 4, 8, 8, 1)), 1).shape == (1, 1, 8, 8, 1)
+
+
+def test_motion_temperature_sets_the_encoders_matching_softmax():
+    """The encoder's block-matching input is the projection of softmax(-cost / T)."""
+    rng = np.random.default_rng(3)
+    frames = jnp.asarray(rng.uniform(size=(2, 3, 8, 8, 1)), jnp.float32)
+    costs = matching_costs(frames, 4, 2)
+    for temperature in (0.02, 0.003):
+        model = VideoPredictor(
+            1, patch_size=4, hidden_channels=(4,), motion_input="matching", matching_radius=2,
+            motion_temperature=temperature, rngs=nnx.Rngs(0),
+        )  # fmt: skip
+        expected = model.motion_projection(jax.nn.softmax(-costs / temperature, axis=-1))
+        np.testing.assert_allclose(model._motion(frames), expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="motion_temperature must be a finite number > 0"):
+        VideoPredictor(1, motion_input="matching", motion_temperature=-1.0, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="motion_temperature=0.003 needs motion_input='matching'"):
+        VideoPredictor(1, motion_temperature=0.003, rngs=nnx.Rngs(0))

@@ -304,6 +304,7 @@ class VideoPredictionTask(Task):
             prior_neighbourhood=cfg.get("prior_neighbourhood", True),
             forecaster_motion=cfg.forecaster_motion,
             motion_input=cfg.motion_input,
+            motion_temperature=cfg.get("motion_temperature", MATCHING_TEMPERATURE),
             matching_radius=cfg.matching_radius,
             motion_channels=cfg.motion_channels,
             dtype=jnp.dtype(cfg.dtype),

@@ -36,6 +36,7 @@ def check_options(
     prior_neighbourhood: bool,
     forecaster_motion: bool,
     motion_input: str,
+    motion_temperature: float,
     matching_radius: int,
     motion_channels: int,
 ) -> int:
@@ -135,6 +136,15 @@ def check_options(
             "forecaster_motion=True needs motion_input='matching', output='advection' and "
             f"forecaster_input='prediction', got {motion_input!r}, {output!r}, "
             f"{forecaster_input!r}"
+        )
+    if not (isinstance(motion_temperature, (int, float)) and 0 < motion_temperature < inf):
+        raise ValueError(
+            f"motion_temperature must be a finite number > 0, got {motion_temperature!r}"
+        )
+    if motion_temperature != MATCHING_TEMPERATURE and motion_input != "matching":
+        raise ValueError(
+            f"motion_temperature={motion_temperature} needs motion_input='matching', "
+            f"got {motion_input!r}"
         )
     if motion_input != "none" and forecaster == "shared":
         raise ValueError(f"motion_input={motion_input!r} needs forecaster='separate'")

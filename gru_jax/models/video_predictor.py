@@ -180,13 +180,28 @@ class VideoPredictor(ForecastMixin, nnx.Module):
         start from "keep moving as before" and the states only correct it (bounces,
         overlaps). Needs ``advection_kernel_size == 2 * matching_radius + 1``; with
         ``advection_motions``, only in the layered form (``advection_source='splat'``).
+      prior_frames: with ``advection_prior='matching'`` in the splat forms, the prior
+        matches the last context frame against the one ``prior_frames`` before it and
+        reads the displacement per frame (:func:`matching_prior`'s ``frames_apart``): a
+        motion from positions rounded to whole pixels, known to ``1/prior_frames`` px per
+        frame instead of ~1 px (a bounce in those frames is averaged in). Needs more
+        context frames than that.
+      prior_temperature: the prior's matching softmax temperature (default 0.02, lower is
+        sharper: the broad default's mean falls short of the motion on smooth digits).
+      prior_neighbourhood: average each cell's prior with its 8 neighbours', weighted by
+        their content (default True; the layered form pools the prior over each layer's
+        content anyway).
       motion_input: what the encoder reads besides each context frame's patches:
         ``'none'``; ``'differences'`` (the patches' change since the previous frame); or
         ``'matching'`` (block matching against the previous frame, :func:`matching_costs`
         over ``[-matching_radius, matching_radius]²``, turned into a distribution over
-        offsets by a softmax of ``-cost / 0.02`` and projected by a learned 1×1
-        convolution to ``motion_channels`` channels): motion made explicit for the first
-        layer, which otherwise has to compare each frame with its own memory of the last.
+        offsets by a softmax of ``-cost / motion_temperature`` and projected by a learned
+        1×1 convolution to ``motion_channels`` channels): motion made explicit for the
+        first layer, which otherwise has to compare each frame with its own memory of the
+        last.
+      motion_temperature: that softmax's temperature (``motion_input='matching'``; default
+        0.02). On smooth digits 0.02 spreads each cell's distribution over neighbouring
+        offsets, whose mean then falls short of the motion; lower is sharper.
       forecaster_motion: the forecaster's first layer also reads, at every step, the block
         matching of the two frames before it (the last two context frames, then its own
         predictions), through the encoder's projection: the motion it has produced so far,
@@ -229,6 +244,7 @@ class VideoPredictor(ForecastMixin, nnx.Module):
         prior_neighbourhood: bool = True,
         forecaster_motion: bool = False,
         motion_input: str = "none",
+        motion_temperature: float = MATCHING_TEMPERATURE,
         matching_radius: int = 4,
         motion_channels: int = 16,
         dtype: Any = None,
@@ -255,6 +271,7 @@ class VideoPredictor(ForecastMixin, nnx.Module):
             prior_neighbourhood=prior_neighbourhood,
             forecaster_motion=forecaster_motion,
             motion_input=motion_input,
+            motion_temperature=motion_temperature,
             matching_radius=matching_radius,
             motion_channels=motion_channels,
         )
@@ -283,6 +300,7 @@ class VideoPredictor(ForecastMixin, nnx.Module):
                 first_input = patch_features * advection_motions
         inputs = (first_input, *hidden_channels[:-1])
         self.motion_input = motion_input
+        self.motion_temperature = float(motion_temperature)
         self.matching_radius = matching_radius
         extra = {"none": 0, "differences": patch_features, "matching": motion_channels}
         encoder_inputs = (patch_features + extra[motion_input], *hidden_channels[:-1])
@@ -375,7 +393,7 @@ class VideoPredictor(ForecastMixin, nnx.Module):
         as a softmax over the offsets projected to ``motion_channels``:
         f32[B, T, H, W, C] → f32[B, T, H/p, W/p, motion_channels]."""
         costs = matching_costs(frames, self.patch_size, self.matching_radius)
-        offsets = jax.nn.softmax(-costs / MATCHING_TEMPERATURE, axis=-1)
+        offsets = jax.nn.softmax(-costs / self.motion_temperature, axis=-1)
         motion = self.motion_projection(offsets.reshape(-1, *offsets.shape[2:]))
         return motion.reshape(*offsets.shape[:2], *motion.shape[1:])
 
