@@ -12,6 +12,7 @@ from flax import nnx
 
 from gru_jax.data.moving_digits import make_moving_digits, moving_digit_corners
 from gru_jax.models import VideoPredictor
+from gru_jax.models.advection import FADE_BIAS, GATE_BIAS, layer_gains, layer_moves
 from gru_jax.models.video_ops import (
     _per_frame_taps,
     kernel_offsets,
@@ -175,3 +176,43 @@ def test_motion_temperature_sets_the_encoders_matching_softmax():
         VideoPredictor(1, motion_input="matching", motion_temperature=-1.0, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="motion_temperature=0.003 needs motion_input='matching'"):
         VideoPredictor(1, motion_temperature=0.003, rngs=nnx.Rngs(0))
+
+
+def test_layer_gate_blends_the_prior_move_and_the_heads_move():
+    """``[vertical k | horizontal k | fade | gate | score]``: each layer's move is the
+    prior's move plus its pooled gate (``sigmoid(logit + GATE_BIAS)``) times the head's
+    correction; with a zero gate logit it stays within 0.12 of the way to the head's; the
+    fade logit is still read as the gain."""
+    k, motions = 3, 2
+    content = np.zeros((1, 2, 2, motions), np.float32)
+    content[0, 0, 0, 0] = 0.6
+    content[0, 1, 1, 1] = 0.3
+    prior = np.full((1, motions, 2, k), -30.0, np.float32)
+    prior[0, :, 0, 1] = prior[0, :, 1, 1] = 0.0  # both layers: the prior says stay
+    logits = np.zeros((1, 2, 2, motions, 2 * k + 3), np.float32)
+    logits[..., 0, [0, k + 2]] = 60.0  # layer 0: the head pulls from (-1, +1): moves (1, -1)
+    logits[..., 1, [2, k + 1]] = 60.0  # layer 1: pulls from (+1, 0): moves (-1, 0)
+    logits[0, 0, 0, 0, 2 * k] = -FADE_BIAS  # layer 0's gain: 0.5
+    logits[0, 0, 0, 0, 2 * k + 1] = -GATE_BIAS  # layer 0's gate: 0.5
+    logits[0, 1, 1, 1, 2 * k + 1] = 40.0  # layer 1's gate: open
+    flat = jnp.asarray(logits.reshape(1, 2, 2, -1))
+    moves = layer_moves(flat, motions, jnp.asarray(content), jnp.asarray(prior), True, True)
+    # (layer 0's logits weigh 0.995 at its patch, ~0.002 at the three empty ones)
+    np.testing.assert_allclose(moves, [[[0.5, -0.5], [-1.0, 0.0]]], atol=5e-3)
+    gains = layer_gains(flat, motions, jnp.asarray(content), gate=True)
+    np.testing.assert_allclose(gains[0, 0], 0.5, atol=0.01)
+    shut = logits.copy()
+    shut[..., 2 * k + 1] = 0.0
+    moves = layer_moves(
+        jnp.asarray(shut.reshape(1, 2, 2, -1)), motions, jnp.asarray(content),
+        jnp.asarray(prior), True, True,
+    )  # fmt: skip
+    start = 1 / (1 + np.exp(-GATE_BIAS))
+    np.testing.assert_allclose(moves, [[[start, -start], [-start, 0.0]]], atol=2e-3)
+    with pytest.raises(ValueError, match="gate=True\\) needs a prior"):
+        layer_moves(flat, motions, jnp.asarray(content), None, True, True)
+    with pytest.raises(ValueError, match="layer_gate=True needs the layered form with a prior"):
+        layered(layer_gate=True)
+    model = layered(advection_prior="matching", layer_gate=True, layer_fade=True)
+    assert model.kernel_head.out_features == 2 * (2 * 9 + 3)
+    assert model(jnp.zeros((1, 2, 8, 8, 1)), 2).shape == (1, 2, 8, 8, 1)

@@ -87,6 +87,7 @@ def pool_prior(prior: tuple, content: Array) -> Array:
 
 
 FADE_BIAS = 4.0  # a layer's gain is sigmoid(pooled fade logit + 4): 0.98 at a zero logit
+GATE_BIAS = -2.0  # a layer's gate is sigmoid(pooled gate logit - 2): 0.12 at a zero logit
 
 
 def _pool_layers(logits: Array, motions: int, content: Array) -> Array:
@@ -108,6 +109,7 @@ def layer_moves(
     content: Array,
     prior: Array | None = None,
     fade: bool = False,
+    gate: bool = False,
 ) -> Array:
     """Each layer's displacement this step, ``f32[B, K, 2]`` (vertical, horizontal, in
     pixels: where its content goes) from the kernel head's ``logits f32[B, h, w,
@@ -118,26 +120,39 @@ def layer_moves(
     (``content f32[B, h, w, K]``: how much of layer ``m`` each patch holds now, so a
     layer's motion is read where its content is), plus the layer's ``prior f32[B, K, 2,
     k]`` (:func:`pool_prior`); the kernels are their softmax, and a move is minus a
-    kernel's mean offset (a kernel says where a pixel's content comes from)."""
+    kernel's mean offset (a kernel says where a pixel's content comes from).
+
+    With ``gate`` (needs ``prior``; one more logit per motion after the fade logit, if
+    any: ``[vertical k | horizontal k | fade? | gate | score]``), the head's logits only
+    correct the prior's move by a pooled gate ``g = sigmoid(gate logit + GATE_BIAS)``:
+    ``move = prior's move + g · (move with the head's logits - prior's move)``. The gate
+    starts at 0.12, so a layer keeps the context's motion unless the head opens it (at a
+    wall, where digits meet)."""
     pooled = _pool_layers(logits, motions, content)
-    if fade:
-        pooled = pooled[..., :-1]
-    pooled = pooled.reshape(*pooled.shape[:2], 2, -1)
+    extra = int(fade) + int(gate)
+    taps = pooled[..., : pooled.shape[-1] - extra].reshape(*pooled.shape[:2], 2, -1)
     if prior is not None:
-        pooled = pooled + prior
-    return -kernel_offsets(jax.nn.softmax(pooled, axis=-1))
+        taps = taps + prior
+    moves = -kernel_offsets(jax.nn.softmax(taps, axis=-1))
+    if not gate:
+        return moves
+    if prior is None:
+        raise ValueError("layer_moves(gate=True) needs a prior: the gate corrects its move")
+    base = -kernel_offsets(jax.nn.softmax(prior, axis=-1))
+    opened = jax.nn.sigmoid(pooled[..., -1] + GATE_BIAS)[..., None]
+    return base + opened * (moves - base)
 
 
-def layer_gains(logits: Array, motions: int, content: Array) -> Array:
+def layer_gains(logits: Array, motions: int, content: Array, gate: bool = False) -> Array:
     """Each layer's gain this step, ``f32[B, K]`` in (0, 1): the sigmoid of its fade logit
     (the kernel head's ``[vertical k | horizontal k | fade | score]`` layout of
     :func:`layer_moves` with ``fade``), pooled where the layer's content is, plus
     ``FADE_BIAS`` (a layer starts at nearly full intensity). A layer whose place the
     model is unsure of can dim instead of being split into faint copies or smeared: under
     squared error the best intensity of a digit drawn in one place is the chance that it
-    is there."""
+    is there. (With ``gate``, the gate logit follows the fade logit.)"""
     pooled = _pool_layers(logits, motions, content)
-    return jax.nn.sigmoid(pooled[..., -1] + FADE_BIAS)
+    return jax.nn.sigmoid(pooled[..., -1 - int(gate)] + FADE_BIAS)
 
 
 def move_layers(frame: Array, assignment: Array, displacements: Array) -> Array:

@@ -273,7 +273,9 @@ class ForecastMixin:
         add up, each layer is moved once, bilinearly, from the last context frame to
         where it has got to (:func:`~gru_jax.models.video_ops.shift`), and the prediction
         is the sum of the moved layers (clipped to 1; with ``layer_fade``, each layer
-        first scaled by its gain this step, :func:`~gru_jax.models.advection.layer_gains`).
+        first scaled by its gain this step, :func:`~gru_jax.models.advection.layer_gains`;
+        with ``layer_gate``, the kernel head only corrects each layer's prior move by a
+        gate that starts nearly shut).
         The forecaster reads the moved layers
         (per patch, ``K`` images side by side) and runs on the current frame's grid.
         Returns ``(logits, assignment f32[B, H, W, K])``."""
@@ -307,11 +309,13 @@ class ForecastMixin:
             _step_layers(x, states, cells, weights, convs)
             head = self._head_alone(self.kernel_head, jnp.concatenate(states, axis=-1))
             content = grid.mean(axis=-1)  # [B, h, w, K]: how much of each layer each patch holds
-            total = total + layer_moves(head, motions, content, prior, self.layer_fade)
+            total = total + layer_moves(
+                head, motions, content, prior, self.layer_fade, self.layer_gate
+            )
             moved = move_layers(frame, assignment, total)
             grid = patches(moved)  # the forecaster reads the layers at full intensity
             if self.layer_fade:  # each layer dimmed by its gain this step
-                gains = layer_gains(head, motions, content)
+                gains = layer_gains(head, motions, content, self.layer_gate)
                 predicted = unit_clip(jnp.einsum("bk,bkhwc->bhwc", gains, moved))
             else:
                 predicted = unit_clip(moved.sum(axis=1))

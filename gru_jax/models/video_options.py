@@ -29,6 +29,7 @@ def check_options(
     advection_temperature: float,
     layer_temperature: float,
     layer_fade: bool,
+    layer_gate: bool,
     advection_source: str,
     advection_prior: str,
     prior_frames: int,
@@ -118,6 +119,14 @@ def check_options(
         raise ValueError(
             "layer_fade=True needs the layered form (advection_source='splat' and "
             f"advection_motions > 0), got {advection_source!r}, {advection_motions}"
+        )
+    if layer_gate and not (
+        advection_source == "splat" and advection_motions and advection_prior == "matching"
+    ):
+        raise ValueError(
+            "layer_gate=True needs the layered form with a prior (advection_source='splat', "
+            f"advection_motions > 0, advection_prior='matching'), got {advection_source!r}, "
+            f"{advection_motions}, {advection_prior!r}"
         )
     if advection_source == "flow" and (output != "advection" or advection_motions):
         raise ValueError(

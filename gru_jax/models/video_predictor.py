@@ -142,6 +142,13 @@ class VideoPredictor(ForecastMixin, nnx.Module):
         goes it can dim it in one place (squared error's best intensity there is the
         chance the digit is there) instead of splitting it into faint copies that move
         apart. The forecaster still reads the layers at full intensity.
+      layer_gate: the layered form with ``advection_prior='matching'`` only: the kernel
+        head's logits only correct each layer's prior move, by a gate in (0, 1) per layer
+        and step (one more kernel-head logit per motion, pooled where the layer's content
+        is, starting at 0.12; :func:`~gru_jax.models.advection.layer_moves`), so a layer
+        keeps the context's motion unless the head opens its gate (the docs' round 15
+        found the learned corrections moving layers that neither bounce nor meet further
+        off than the prior alone).
       advection_motions: 0 for kernels per cell (above); ``K > 0`` for ``K`` kernel
         pairs shared by the whole frame instead (Finn et al.'s CDNA,
         :mod:`gru_jax.models.advection`): each pools the patches' kernel logits with a
@@ -237,6 +244,7 @@ class VideoPredictor(ForecastMixin, nnx.Module):
         advection_temperature: float = 1.0,
         layer_temperature: float = 1.0,
         layer_fade: bool = False,
+        layer_gate: bool = False,
         advection_source: str = "previous",
         advection_prior: str = "none",
         prior_frames: int = 1,
@@ -264,6 +272,7 @@ class VideoPredictor(ForecastMixin, nnx.Module):
             advection_temperature=advection_temperature,
             layer_temperature=layer_temperature,
             layer_fade=layer_fade,
+            layer_gate=layer_gate,
             advection_source=advection_source,
             advection_prior=advection_prior,
             prior_frames=prior_frames,
@@ -282,6 +291,7 @@ class VideoPredictor(ForecastMixin, nnx.Module):
         self.advection_temperature = float(advection_temperature)
         self.layer_temperature = float(layer_temperature)
         self.layer_fade = bool(layer_fade)
+        self.layer_gate = bool(layer_gate)
         self.cells_per_side = max(1, patch_size // cell)  # kernel pairs per patch side
         self.patches_per_cell = max(1, cell // patch_size)  # patches per cell side
         self.advection_source = advection_source
@@ -362,7 +372,8 @@ class VideoPredictor(ForecastMixin, nnx.Module):
         # Advection: per-cell kernels and per-pixel mask logits from the same states.
         # Shared motions: per patch, each motion's logits and its attention score.
         kernel_logits = (
-            advection_motions * (2 * advection_kernel_size + 1 + int(bool(layer_fade)))
+            advection_motions
+            * (2 * advection_kernel_size + 1 + int(bool(layer_fade)) + int(bool(layer_gate)))
             if advection_motions
             else 2 * advection_kernel_size * self.cells_per_side**2
         )
