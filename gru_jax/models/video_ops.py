@@ -185,11 +185,11 @@ def matching_prior(
             _neighbourhood_sum(weight) + empty
         )
     spread = spread.reshape(*spread.shape[:3], window, window)  # [..., dy, dx]
-    taps = jnp.asarray(_per_frame_taps(radius, int(frames_apart)))  # [window, 2r + 1]
-    return (
-        jnp.log(spread.sum(axis=-1) @ taps + PRIOR_FLOOR),
-        jnp.log(spread.sum(axis=-2) @ taps + PRIOR_FLOOR),
-    )
+    marginals = spread.sum(axis=-1), spread.sum(axis=-2)
+    if frames_apart > 1:  # offsets over n frames -> per-frame taps (the identity for n = 1)
+        taps = jnp.asarray(_per_frame_taps(radius, int(frames_apart)))  # [window, 2r + 1]
+        marginals = tuple(m @ taps for m in marginals)
+    return tuple(jnp.log(m + PRIOR_FLOOR) for m in marginals)
 
 
 def _per_frame_taps(radius: int, frames_apart: int) -> np.ndarray:
