@@ -1,6 +1,6 @@
 """The matching prior's options: a longer baseline (``prior_frames``), a sharper softmax
-(``prior_temperature``) and the neighbourhood averaging (``prior_neighbourhood``), and the
-layered model reading that prior."""
+(``prior_temperature``) and the neighbourhood averaging (``prior_neighbourhood``), the
+layered model reading that prior, and the split sorted by it (``layer_split_steps``)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,13 @@ from flax import nnx
 
 from gru_jax.data.moving_digits import make_moving_digits, moving_digit_corners
 from gru_jax.models import VideoPredictor
-from gru_jax.models.advection import FADE_BIAS, GATE_BIAS, layer_gains, layer_moves
+from gru_jax.models.advection import (
+    FADE_BIAS,
+    GATE_BIAS,
+    layer_gains,
+    layer_moves,
+    refine_split,
+)
 from gru_jax.models.video_ops import (
     _per_frame_taps,
     kernel_offsets,
@@ -216,3 +222,85 @@ def test_layer_gate_blends_the_prior_move_and_the_heads_move():
     model = layered(advection_prior="matching", layer_gate=True, layer_fade=True)
     assert model.kernel_head.out_features == 2 * (2 * 9 + 3)
     assert model(jnp.zeros((1, 2, 8, 8, 1)), 2).shape == (1, 2, 8, 8, 1)
+
+
+def two_squares(frames: int = 5) -> np.ndarray:
+    """f32[frames, 40, 40, 1]: square A (5×5) moves 2 columns right per frame, square B 2
+    rows up."""
+    video = np.zeros((frames, 40, 40, 1), np.float32)
+    for t in range(frames):
+        video[t, 6:11, 4 + 2 * t : 9 + 2 * t] = 1.0
+        video[t, 30 - 2 * t : 35 - 2 * t, 25:30] = 1.0
+    return video
+
+
+def test_refine_split_sorts_the_layers_by_motion():
+    """From a split that puts both squares mostly in layer 0, each EM round moves the
+    pixels of the square whose motion disagrees with its layer's pooled motion, until each
+    square is wholly in a layer of its own; with one shared motion nothing is sorted."""
+    video = two_squares(2)
+    prior = matching_prior(
+        jnp.asarray(video[:1]), jnp.asarray(video[1:]), 8, 4, temperature=0.003,
+        neighbourhood=False,
+    )  # fmt: skip
+    rng = np.random.default_rng(0)
+    logits = jnp.asarray(rng.normal(0.0, 0.1, (1, 40, 40, 2)) + [0.3, 0.0], jnp.float32)
+    frame = jnp.asarray(video[1:])
+    np.testing.assert_allclose(
+        refine_split(logits, frame, prior, 8, 0), jax.nn.softmax(logits, axis=-1), rtol=1e-6
+    )
+    shares = []
+    for steps in (0, 1, 2, 3, 4):
+        split = np.asarray(refine_split(logits, frame, prior, 8, steps))[0]
+        np.testing.assert_allclose(split.sum(axis=-1), 1.0, rtol=1e-5)
+        shares.append((split[6:11, 6:11].mean(axis=(0, 1)), split[28:33, 25:30].mean((0, 1))))
+    a0, b0 = shares[0]
+    assert a0[0] > 0.5 and b0[0] > 0.5  # both squares start mostly in layer 0
+    a, b = shares[-1]
+    assert max(a) > 0.98 and max(b) > 0.98 and np.argmax(a) != np.argmax(b)
+    purity = [abs(a[0] - b[0]) for a, b in shares]
+    assert all(later >= earlier for earlier, later in zip(purity, purity[1:]))
+    same = np.zeros_like(video)  # both squares move right: the matching cannot tell them apart
+    for t in range(2):
+        same[t, 6:11, 4 + 2 * t : 9 + 2 * t] = same[t, 28:33, 20 + 2 * t : 25 + 2 * t] = 1.0
+    prior = matching_prior(
+        jnp.asarray(same[:1]), jnp.asarray(same[1:]), 8, 4, temperature=0.003,
+        neighbourhood=False,
+    )  # fmt: skip
+    split = refine_split(logits, jnp.asarray(same[1:]), prior, 8, 4)
+    np.testing.assert_allclose(split, jax.nn.softmax(logits, axis=-1), atol=1e-3)
+
+
+def test_the_layered_model_sorts_its_split_with_layer_split_steps():
+    """Kernel head zeroed: each layer moves by its content's pooled prior. A random mask
+    head leaves both squares half in each layer, so both layers move by a compromise and
+    square A (2 columns right per frame) hardly moves; three EM rounds give each square
+    its own layer, and both move as they did."""
+    video = jnp.asarray(two_squares()[None])
+    columns, rows = np.arange(22), np.arange(40)[:, None]
+    moves = {}
+    for steps in (0, 3):
+        model = layered(
+            advection_prior="matching", matching_radius=3, advection_kernel_size=7,
+            prior_temperature=0.003, prior_neighbourhood=False, layer_split_steps=steps,
+        )  # fmt: skip
+        model.kernel_head.kernel.value = jnp.zeros_like(model.kernel_head.kernel.value)
+        model.kernel_head.bias.value = jnp.zeros_like(model.kernel_head.bias.value)
+        logits, split = model(video, 2, return_assignment=True)
+        split = np.asarray(split)[0]
+        square_a, square_b = split[6:11, 12:17].mean((0, 1)), split[22:27, 25:30].mean((0, 1))
+        predicted = np.asarray(jax.nn.sigmoid(logits))[0, -1, ..., 0]
+        a, b = predicted[:, :22], predicted[:, 22:]
+        moves[steps] = ((a * columns).sum() / a.sum() - 14, (b * rows).sum() / b.sum() - 24)
+        if steps:
+            assert max(square_a) > 0.95 and max(square_b) > 0.95
+            assert np.argmax(square_a) != np.argmax(square_b)
+        else:
+            assert max(square_a) < 0.6 and max(square_b) < 0.6
+    assert moves[3][0] == pytest.approx(4.0, abs=0.6)  # A: 2 columns right per frame
+    assert moves[3][1] == pytest.approx(-4.0, abs=0.2)  # B: 2 rows up per frame
+    assert moves[0][0] < 2.0  # without sorting A lags by more than a frame's move
+    with pytest.raises(ValueError, match="layer_split_steps must be an int >= 0, got -1"):
+        layered(advection_prior="matching", layer_split_steps=-1)
+    with pytest.raises(ValueError, match="layer_split_steps=2 needs the layered form with a"):
+        layered(layer_split_steps=2)

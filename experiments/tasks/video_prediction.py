@@ -298,6 +298,7 @@ class VideoPredictionTask(Task):
             layer_temperature=cfg.get("layer_temperature", 1.0),
             layer_fade=cfg.get("layer_fade", False),
             layer_gate=cfg.get("layer_gate", False),
+            layer_split_steps=cfg.get("layer_split_steps", 0),
             advection_source=cfg.advection_source,
             advection_prior=cfg.advection_prior,
             prior_frames=cfg.get("prior_frames", 1),

@@ -143,6 +143,45 @@ def layer_moves(
     return base + opened * (moves - base)
 
 
+def refine_split(logits: Array, frame: Array, prior: tuple, patch_size: int, steps: int) -> Array:
+    """The layered form's split of ``frame f32[B, H, W, C]`` into ``K`` layers, sorted by
+    motion: ``steps`` rounds of expectation-maximisation on the mask head's assignment
+    ``logits f32[B, H, W, K]`` (Wang & Adelson's layers, with the matching prior as the
+    evidence) → ``f32[B, H, W, K]``, each pixel's share in each layer (summing to 1).
+
+    Each round pools the per-cell matching ``prior`` (two ``f32[B, h, w, k]`` log
+    marginals, :func:`~gru_jax.models.video_ops.matching_prior`) over each layer's content
+    as :func:`pool_prior` does, giving each layer a motion distribution ``q_m`` per axis,
+    and scores every cell by how well its own matching agrees with each layer's motion,
+    ``log Σ_k q_m[k] · p_cell[k]`` summed over the two axes (about 0 where they agree;
+    where they disagree, down to the prior's floor); the assignment is then
+    ``softmax(logits + score)`` (the score repeated over the cell's pixels). A layer that
+    holds parts of two digits that move apart loses the part whose cells disagree with its
+    pooled motion to a layer that agrees, so the layers follow the motions rather than
+    whatever split the head settled on early in training. The mask head still splits what
+    matching cannot tell apart (content with one motion, or two digits in one cell).
+    ``steps = 0`` is the plain ``softmax(logits)``."""
+    assignment = jax.nn.softmax(logits, axis=-1)
+    if steps == 0:
+        return assignment
+    batch, height, width, channels = frame.shape
+    rows, cols = height // patch_size, width // patch_size
+    cell_probs = jnp.exp(jnp.stack(prior, axis=-2))  # [B, h, w, 2, k]
+    intensity = frame.mean(axis=-1, keepdims=True)  # [B, H, W, 1]
+    for _ in range(steps):
+        content = (
+            (intensity * assignment)
+            .reshape(batch, rows, patch_size, cols, patch_size, -1)
+            .mean(axis=(2, 4))
+        )  # [B, h, w, K]
+        motion = jax.nn.softmax(pool_prior(prior, content), axis=-1)  # [B, K, 2, k]
+        agree = jnp.einsum("bhwck,bmck->bhwmc", cell_probs, motion)
+        score = jnp.log(agree).sum(axis=-1)  # [B, h, w, K]
+        score = jnp.repeat(jnp.repeat(score, patch_size, axis=1), patch_size, axis=2)
+        assignment = jax.nn.softmax(logits + score, axis=-1)
+    return assignment
+
+
 def layer_gains(logits: Array, motions: int, content: Array, gate: bool = False) -> Array:
     """Each layer's gain this step, ``f32[B, K]`` in (0, 1): the sigmoid of its fade logit
     (the kernel head's ``[vertical k | horizontal k | fade | score]`` layout of

@@ -20,6 +20,7 @@ from gru_jax.models.advection import (
     motion_kernels,
     move_layers,
     pool_prior,
+    refine_split,
 )
 from gru_jax.models.video_ops import (
     compose_offsets,
@@ -275,7 +276,8 @@ class ForecastMixin:
         is the sum of the moved layers (clipped to 1; with ``layer_fade``, each layer
         first scaled by its gain this step, :func:`~gru_jax.models.advection.layer_gains`;
         with ``layer_gate``, the kernel head only corrects each layer's prior move by a
-        gate that starts nearly shut).
+        gate that starts nearly shut; with ``layer_split_steps``, the split is first
+        sorted by motion, :func:`~gru_jax.models.advection.refine_split`).
         The forecaster reads the moved layers
         (per patch, ``K`` images side by side) and runs on the current frame's grid.
         Returns ``(logits, assignment f32[B, H, W, K])``."""
@@ -285,12 +287,17 @@ class ForecastMixin:
         frame = context[:, -1].astype(jnp.float32)
         batch, height, width, _ = frame.shape
         p, motions = self.patch_size, self.motions
-        assignment = jax.nn.softmax(  # [B, H, W, K]: each pixel's share in each layer
+        cell_prior = self._context_prior(context) if self.advection_prior == "matching" else None
+        split_logits = (
             depth_to_space(
                 self._head_alone(self.mask_head, jnp.concatenate(states, axis=-1)), p
             ).astype(jnp.float32)
-            / self.layer_temperature,
-            axis=-1,
+            / self.layer_temperature
+        )
+        assignment = (  # [B, H, W, K]: each pixel's share in each layer
+            refine_split(split_logits, frame, cell_prior, p, self.layer_split_steps)
+            if self.layer_split_steps
+            else jax.nn.softmax(split_logits, axis=-1)
         )
         total = jnp.zeros((batch, motions, 2), jnp.float32)  # each layer's move so far
         moved = move_layers(frame, assignment, total)
@@ -301,8 +308,8 @@ class ForecastMixin:
 
         grid = patches(moved)
         prior = None
-        if self.advection_prior == "matching":  # "keep moving as before", per layer
-            prior = pool_prior(self._context_prior(context), grid.mean(axis=-1))
+        if cell_prior is not None:  # "keep moving as before", per layer
+            prior = pool_prior(cell_prior, grid.mean(axis=-1))
         logits = []
         for _ in range(num_future):
             x = grid.reshape(batch, height // p, width // p, -1)

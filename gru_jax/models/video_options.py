@@ -30,6 +30,7 @@ def check_options(
     layer_temperature: float,
     layer_fade: bool,
     layer_gate: bool,
+    layer_split_steps: int,
     advection_source: str,
     advection_prior: str,
     prior_frames: int,
@@ -127,6 +128,18 @@ def check_options(
             "layer_gate=True needs the layered form with a prior (advection_source='splat', "
             f"advection_motions > 0, advection_prior='matching'), got {advection_source!r}, "
             f"{advection_motions}, {advection_prior!r}"
+        )
+    if isinstance(layer_split_steps, bool) or not (
+        isinstance(layer_split_steps, int) and layer_split_steps >= 0
+    ):
+        raise ValueError(f"layer_split_steps must be an int >= 0, got {layer_split_steps!r}")
+    if layer_split_steps and not (
+        advection_source == "splat" and advection_motions and advection_prior == "matching"
+    ):
+        raise ValueError(
+            f"layer_split_steps={layer_split_steps} needs the layered form with a prior "
+            f"(advection_source='splat', advection_motions > 0, advection_prior='matching'), "
+            f"got {advection_source!r}, {advection_motions}, {advection_prior!r}"
         )
     if advection_source == "flow" and (output != "advection" or advection_motions):
         raise ValueError(

@@ -149,6 +149,13 @@ class VideoPredictor(ForecastMixin, nnx.Module):
         keeps the context's motion unless the head opens its gate (the docs' round 15
         found the learned corrections moving layers that neither bounce nor meet further
         off than the prior alone).
+      layer_split_steps: the layered form with ``advection_prior='matching'`` only:
+        rounds of sorting the split by motion before the rollout
+        (:func:`~gru_jax.models.advection.refine_split`: each layer's motion is its
+        content's pooled matching prior, and every cell's pixels move towards the layers
+        whose motion its own matching agrees with, an EM step). 0: the mask head's split
+        as it is. Meant for the layered runs whose split settled early on layers that mix
+        digits moving apart (the docs' round 16).
       advection_motions: 0 for kernels per cell (above); ``K > 0`` for ``K`` kernel
         pairs shared by the whole frame instead (Finn et al.'s CDNA,
         :mod:`gru_jax.models.advection`): each pools the patches' kernel logits with a
@@ -245,6 +252,7 @@ class VideoPredictor(ForecastMixin, nnx.Module):
         layer_temperature: float = 1.0,
         layer_fade: bool = False,
         layer_gate: bool = False,
+        layer_split_steps: int = 0,
         advection_source: str = "previous",
         advection_prior: str = "none",
         prior_frames: int = 1,
@@ -273,6 +281,7 @@ class VideoPredictor(ForecastMixin, nnx.Module):
             layer_temperature=layer_temperature,
             layer_fade=layer_fade,
             layer_gate=layer_gate,
+            layer_split_steps=layer_split_steps,
             advection_source=advection_source,
             advection_prior=advection_prior,
             prior_frames=prior_frames,
@@ -292,6 +301,7 @@ class VideoPredictor(ForecastMixin, nnx.Module):
         self.layer_temperature = float(layer_temperature)
         self.layer_fade = bool(layer_fade)
         self.layer_gate = bool(layer_gate)
+        self.layer_split_steps = int(layer_split_steps)
         self.cells_per_side = max(1, patch_size // cell)  # kernel pairs per patch side
         self.patches_per_cell = max(1, cell // patch_size)  # patches per cell side
         self.advection_source = advection_source
