@@ -52,6 +52,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.layer_fade = False  # layers: each also dims by a gain per step (unsure: dim)
     config.model.layer_gate = False  # layers + prior: the head corrects the prior via a gate
     config.model.layer_split_steps = 0  # layers + prior: EM rounds sorting the split by motion
+    config.model.layer_split_weight = 1.0  # weight of the motion agreement in those rounds
     config.model.advection_source = "previous"  # 'previous' | 'context' | 'flow' | 'splat'
     config.model.advection_prior = "none"  # kernel logits += 'matching' of the last 2 frames
     config.model.prior_frames = 1  # splat: match the last context frame with the n-th before

@@ -260,6 +260,9 @@ def test_refine_split_sorts_the_layers_by_motion():
     assert max(a) > 0.98 and max(b) > 0.98 and np.argmax(a) != np.argmax(b)
     purity = [abs(a[0] - b[0]) for a, b in shares]
     assert all(later >= earlier for earlier, later in zip(purity, purity[1:]))
+    gentle = np.asarray(refine_split(logits, frame, prior, 8, 4, weight=0.1))[0]
+    a, b = gentle[6:11, 6:11].mean(axis=(0, 1)), gentle[28:33, 25:30].mean(axis=(0, 1))
+    assert purity[0] < abs(a[0] - b[0]) < 0.5 * purity[-1]  # a weaker pull sorts less
     same = np.zeros_like(video)  # both squares move right: the matching cannot tell them apart
     for t in range(2):
         same[t, 6:11, 4 + 2 * t : 9 + 2 * t] = same[t, 28:33, 20 + 2 * t : 25 + 2 * t] = 1.0
@@ -304,3 +307,5 @@ def test_the_layered_model_sorts_its_split_with_layer_split_steps():
         layered(advection_prior="matching", layer_split_steps=-1)
     with pytest.raises(ValueError, match="layer_split_steps=2 needs the layered form with a"):
         layered(layer_split_steps=2)
+    with pytest.raises(ValueError, match="layer_split_weight must be a finite number > 0"):
+        layered(advection_prior="matching", layer_split_steps=1, layer_split_weight=0.0)

@@ -299,6 +299,7 @@ class VideoPredictionTask(Task):
             layer_fade=cfg.get("layer_fade", False),
             layer_gate=cfg.get("layer_gate", False),
             layer_split_steps=cfg.get("layer_split_steps", 0),
+            layer_split_weight=cfg.get("layer_split_weight", 1.0),
             advection_source=cfg.advection_source,
             advection_prior=cfg.advection_prior,
             prior_frames=cfg.get("prior_frames", 1),

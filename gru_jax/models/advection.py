@@ -143,7 +143,14 @@ def layer_moves(
     return base + opened * (moves - base)
 
 
-def refine_split(logits: Array, frame: Array, prior: tuple, patch_size: int, steps: int) -> Array:
+def refine_split(
+    logits: Array,
+    frame: Array,
+    prior: tuple,
+    patch_size: int,
+    steps: int,
+    weight: float = 1.0,
+) -> Array:
     """The layered form's split of ``frame f32[B, H, W, C]`` into ``K`` layers, sorted by
     motion: ``steps`` rounds of expectation-maximisation on the mask head's assignment
     ``logits f32[B, H, W, K]`` (Wang & Adelson's layers, with the matching prior as the
@@ -178,7 +185,7 @@ def refine_split(logits: Array, frame: Array, prior: tuple, patch_size: int, ste
         agree = jnp.einsum("bhwck,bmck->bhwmc", cell_probs, motion)
         score = jnp.log(agree).sum(axis=-1)  # [B, h, w, K]
         score = jnp.repeat(jnp.repeat(score, patch_size, axis=1), patch_size, axis=2)
-        assignment = jax.nn.softmax(logits + score, axis=-1)
+        assignment = jax.nn.softmax(logits + weight * score, axis=-1)
     return assignment
 
 

@@ -295,7 +295,9 @@ class ForecastMixin:
             / self.layer_temperature
         )
         assignment = (  # [B, H, W, K]: each pixel's share in each layer
-            refine_split(split_logits, frame, cell_prior, p, self.layer_split_steps)
+            refine_split(
+                split_logits, frame, cell_prior, p, self.layer_split_steps, self.layer_split_weight
+            )
             if self.layer_split_steps
             else jax.nn.softmax(split_logits, axis=-1)
         )

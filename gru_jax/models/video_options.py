@@ -31,6 +31,7 @@ def check_options(
     layer_fade: bool,
     layer_gate: bool,
     layer_split_steps: int,
+    layer_split_weight: float,
     advection_source: str,
     advection_prior: str,
     prior_frames: int,
@@ -133,6 +134,10 @@ def check_options(
         isinstance(layer_split_steps, int) and layer_split_steps >= 0
     ):
         raise ValueError(f"layer_split_steps must be an int >= 0, got {layer_split_steps!r}")
+    if not (0 < layer_split_weight < inf):
+        raise ValueError(
+            f"layer_split_weight must be a finite number > 0, got {layer_split_weight!r}"
+        )
     if layer_split_steps and not (
         advection_source == "splat" and advection_motions and advection_prior == "matching"
     ):

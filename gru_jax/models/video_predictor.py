@@ -253,6 +253,7 @@ class VideoPredictor(ForecastMixin, nnx.Module):
         layer_fade: bool = False,
         layer_gate: bool = False,
         layer_split_steps: int = 0,
+        layer_split_weight: float = 1.0,
         advection_source: str = "previous",
         advection_prior: str = "none",
         prior_frames: int = 1,
@@ -282,6 +283,7 @@ class VideoPredictor(ForecastMixin, nnx.Module):
             layer_fade=layer_fade,
             layer_gate=layer_gate,
             layer_split_steps=layer_split_steps,
+            layer_split_weight=layer_split_weight,
             advection_source=advection_source,
             advection_prior=advection_prior,
             prior_frames=prior_frames,
@@ -302,6 +304,7 @@ class VideoPredictor(ForecastMixin, nnx.Module):
         self.layer_fade = bool(layer_fade)
         self.layer_gate = bool(layer_gate)
         self.layer_split_steps = int(layer_split_steps)
+        self.layer_split_weight = float(layer_split_weight)
         self.cells_per_side = max(1, patch_size // cell)  # kernel pairs per patch side
         self.patches_per_cell = max(1, cell // patch_size)  # patches per cell side
         self.advection_source = advection_source
