@@ -156,6 +156,11 @@ class VideoPredictor(ForecastMixin, nnx.Module):
         whose motion its own matching agrees with, an EM step). 0: the mask head's split
         as it is. Meant for the layered runs whose split settled early on layers that mix
         digits moving apart (the docs' round 16).
+      layer_split_weight: how strongly each of those rounds weighs a cell's agreement
+        with a layer's motion (a log-likelihood, up to about 14 nats) against the mask
+        head's logits (> 0). At 1 the sorting overrode the head early in training and the
+        split collapsed into hard pieces that the model could not learn to move (round
+        16); 0.25 nudges the head's split instead.
       advection_motions: 0 for kernels per cell (above); ``K > 0`` for ``K`` kernel
         pairs shared by the whole frame instead (Finn et al.'s CDNA,
         :mod:`gru_jax.models.advection`): each pools the patches' kernel logits with a
