@@ -309,3 +309,5 @@ def test_the_layered_model_sorts_its_split_with_layer_split_steps():
         layered(layer_split_steps=2)
     with pytest.raises(ValueError, match="layer_split_weight must be a finite number > 0"):
         layered(advection_prior="matching", layer_split_steps=1, layer_split_weight=0.0)
+    with pytest.raises(ValueError, match="layer_split_weight=0.25 .* needs layer_split_steps > 0"):
+        layered(advection_prior="matching", layer_split_weight=0.25)

@@ -162,7 +162,7 @@ def refine_split(
     and scores every cell by how well its own matching agrees with each layer's motion,
     ``log Σ_k q_m[k] · p_cell[k]`` summed over the two axes (about 0 where they agree;
     where they disagree, down to the prior's floor); the assignment is then
-    ``softmax(logits + score)`` (the score repeated over the cell's pixels). A layer that
+    ``softmax(logits + weight · score)`` (the score repeated over the cell's pixels). A layer that
     holds parts of two digits that move apart loses the part whose cells disagree with its
     pooled motion to a layer that agrees, so the layers follow the motions rather than
     whatever split the head settled on early in training. The mask head still splits what
@@ -171,7 +171,7 @@ def refine_split(
     assignment = jax.nn.softmax(logits, axis=-1)
     if steps == 0:
         return assignment
-    batch, height, width, channels = frame.shape
+    batch, height, width, _ = frame.shape
     rows, cols = height // patch_size, width // patch_size
     cell_probs = jnp.exp(jnp.stack(prior, axis=-2))  # [B, h, w, 2, k]
     intensity = frame.mean(axis=-1, keepdims=True)  # [B, H, W, 1]

@@ -134,9 +134,14 @@ def check_options(
         isinstance(layer_split_steps, int) and layer_split_steps >= 0
     ):
         raise ValueError(f"layer_split_steps must be an int >= 0, got {layer_split_steps!r}")
-    if not (0 < layer_split_weight < inf):
+    if not (isinstance(layer_split_weight, (int, float)) and 0 < layer_split_weight < inf):
         raise ValueError(
             f"layer_split_weight must be a finite number > 0, got {layer_split_weight!r}"
+        )
+    if layer_split_weight != 1 and not layer_split_steps:
+        raise ValueError(
+            f"layer_split_weight={layer_split_weight} weighs the split's sorting rounds: "
+            "needs layer_split_steps > 0"
         )
     if layer_split_steps and not (
         advection_source == "splat" and advection_motions and advection_prior == "matching"
