@@ -97,8 +97,32 @@ def _check_finite(state: steps.TrainState, checkpointer: Checkpointer) -> None:
         )
 
 
+TRAIN_TIME_FILE = "train_time.json"  # the training time of the steps a checkpoint holds
+
+
+def _earlier_train_time(workdir: str, start_step: int) -> float | None:
+    """The training time of the steps before ``start_step`` (0 for a fresh run): what the
+    run that saved the checkpoint at ``start_step`` recorded in ``train_time.json``. None
+    when no record matches that step (a run saved before the record existed)."""
+    if start_step == 0:
+        return 0.0
+    try:
+        with open(os.path.join(workdir, TRAIN_TIME_FILE)) as file:
+            record = json.load(file)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("step") != start_step:
+        return None
+    earlier = record.get("train_time_s")
+    return float(earlier) if isinstance(earlier, (int, float)) else None
+
+
 def _train(config, run: RunSetup, state, parallel, shardings, checkpointer, reporter, timing):
-    """Steps from ``state['step']`` to the end; returns ``(final state, eval_step)``."""
+    """Steps from ``state['step']`` to the end; returns ``(final state, eval_step)``.
+
+    With ``timing['earlier_train_s']`` (the earlier segments' training time, known), every
+    checkpoint also records the training time of the steps it holds in
+    ``<workdir>/train_time.json``, so a resumed run can report its total."""
     cfg = config.train
     start_step, total_steps = int(state["step"]), run.total_steps
     eval_batch_size = parallel.round_up(cfg.eval_batch_size)
@@ -141,6 +165,11 @@ def _train(config, run: RunSetup, state, parallel, shardings, checkpointer, repo
             _check_finite(state, checkpointer)
             checkpointer.save(state)
             reporter.save_history()
+            earlier = timing.get("earlier_train_s")
+            if earlier is not None and reporter.enabled:
+                elapsed = earlier + time.perf_counter() - started
+                record = {"step": done, "train_time_s": elapsed}
+                write_json(os.path.join(reporter.workdir, TRAIN_TIME_FILE), record)
     jax.block_until_ready(state)
     timing["train_time_s"] = time.perf_counter() - started
     return state, eval_step
@@ -217,7 +246,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     )  # fmt: skip
     start_step = int(state["step"])
     reporter = Reporter(workdir, run.total_steps, start_step, enabled=primary)
-    timing: dict[str, float] = {}
+    timing: dict[str, float | None] = {
+        "earlier_train_s": _earlier_train_time(workdir, start_step) if primary else None
+    }
+    stale = os.path.join(workdir, TRAIN_TIME_FILE)
+    if primary and timing["earlier_train_s"] is None and os.path.exists(stale):
+        os.remove(stale)  # another step's record: the total of this run is unknown
     try:
         state, eval_step = _train(
             config, run, state, parallel, shardings, checkpointer, reporter, timing
@@ -245,8 +279,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     if "steady_step_s" in timing:
         compile_time = max(0.0, timing["first_call_s"] - timing["steady_step_s"])
     results_path = os.path.join(workdir, "results.json")
+    before = timing["earlier_train_s"]
     trained = {
         "train_time_s": timing["train_time_s"],
+        # all the segments of a resumed run (None: an earlier segment's time is unknown)
+        "total_train_time_s": None if before is None else before + timing["train_time_s"],
         "compile_time_s": compile_time,
         "steady_step_time_s": timing.get("steady_step_s"),
     }

@@ -99,6 +99,39 @@ def test_rerun_of_a_finished_run_resumes_at_the_end(digits_run, tmp_path):
     assert [e["step"] for e in history if e["split"] == "eval"] == [3, 6]  # not 6 twice
 
 
+def test_a_resumed_run_reports_the_training_time_of_all_its_segments(digits_run, tmp_path):
+    """Each checkpoint records the training time of the steps it holds; a run resumed
+    from it reports that plus its own segment as ``total_train_time_s`` (None when the
+    record is missing or belongs to another step)."""
+    config, workdir, results = digits_run
+    assert results["total_train_time_s"] == results["train_time_s"]  # one segment
+    with open(os.path.join(workdir, "train_time.json")) as file:
+        record = json.load(file)
+    assert record["step"] == 6 and 0 < record["train_time_s"] <= results["train_time_s"]
+    for name, written, expected_earlier in (
+        ("matching", {"step": 3, "train_time_s": 100.0}, 100.0),
+        ("other_step", {"step": 6, "train_time_s": 100.0}, None),
+        ("missing", None, None),
+    ):
+        copy = shutil.copytree(workdir, tmp_path / name)
+        shutil.rmtree(copy / "checkpoints" / "6")  # as if killed between steps 3 and 6
+        os.remove(copy / "results.json")
+        os.remove(copy / "train_time.json")
+        if written is not None:
+            (copy / "train_time.json").write_text(json.dumps(written))
+        resumed = train_and_evaluate(config, str(copy))
+        assert resumed["resumed_from_step"] == 3 and resumed["train_time_s"] > 0
+        if expected_earlier is None:  # and no record that a later resume could misread
+            assert resumed["total_train_time_s"] is None
+            assert not (copy / "train_time.json").exists()
+        else:
+            total = expected_earlier + resumed["train_time_s"]
+            assert resumed["total_train_time_s"] == pytest.approx(total)
+            with open(copy / "train_time.json") as file:
+                after = json.load(file)
+            assert after["step"] == 6 and 100 < after["train_time_s"] <= total + 1e-6
+
+
 def test_rerun_with_other_settings_is_refused_and_leaves_the_run_alone(digits_run, tmp_path):
     _, workdir, _ = digits_run
     copy = shutil.copytree(workdir, tmp_path / "copy")
