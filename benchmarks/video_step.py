@@ -35,10 +35,11 @@ from experiments.trainer import place_batch
 from gru_jax.models.video_ops import matching_costs
 
 LAYERS = {"advection_source": "splat", "advection_prior": "matching"}
-VARIANTS = {  # name: model overrides (all squared error but the default)
+VARIANTS = {  # name: model (or "train.") overrides (squared error unless named "default")
     "default": {},
     "default-mse": {"loss": "mse"},
     "default-bf16": {"dtype": "bfloat16"},  # convolution operands in bfloat16
+    "default-absolute": {"train.absolute_loss_weight": 2.0},  # + mean |error| (round 17)
     "layers-4": {"loss": "mse", **LAYERS, "advection_motions": 4},
     "layers-8": {"loss": "mse", **LAYERS, "advection_motions": 8},
     "layers-8-fade": {"loss": "mse", **LAYERS, "advection_motions": 8, "layer_fade": True},
@@ -54,6 +55,8 @@ def variant_config(overrides: dict, num_videos: int = 400):
     for key, value in overrides.items():
         if key == "loss":
             config.train.loss = value
+        elif key.startswith("train."):
+            config.train[key.removeprefix("train.")] = value
         else:
             config.model[key] = value
     return config

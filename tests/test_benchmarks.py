@@ -148,6 +148,9 @@ def test_video_step_variants_build_and_the_matching_reference_agrees():
         assert run.model.layer_fade == overrides.get("layer_fade", False), name
         assert run.task.config.train.loss == overrides.get("loss", "bce"), name
         assert run.task.config.model.dtype == overrides.get("dtype", "float32"), name
+        for key, value in overrides.items():
+            if key.startswith("train."):
+                assert run.task.config.train[key.removeprefix("train.")] == value, name
     frames = jnp.asarray(np.random.default_rng(0).uniform(size=(2, 3, 16, 16, 1)), jnp.float32)
     np.testing.assert_allclose(
         video_step.matching_costs_unrolled(frames, 4, 2), matching_costs(frames, 4, 2), atol=1e-7
