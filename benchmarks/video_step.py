@@ -39,7 +39,7 @@ VARIANTS = {  # name: model (or "train.") overrides (squared error unless named 
     "default": {},
     "default-mse": {"loss": "mse"},
     "default-bf16": {"dtype": "bfloat16"},  # convolution operands in bfloat16
-    "default-absolute": {"train.absolute_loss_weight": 2.0},  # + mean |error| (round 17)
+    "default-no-absolute": {"train.absolute_loss_weight": 0.0},  # before round 17
     "layers-4": {"loss": "mse", **LAYERS, "advection_motions": 4},
     "layers-8": {"loss": "mse", **LAYERS, "advection_motions": 8},
     "layers-8-fade": {"loss": "mse", **LAYERS, "advection_motions": 8, "layer_fade": True},
