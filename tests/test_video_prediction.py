@@ -575,16 +575,20 @@ def test_moving_digits_smoke_run(tmp_path):
     assert 0 < test["baseline_zeros_mse"] and test["baseline_mean_mse"] < test["baseline_zeros_mse"]
 
 
-def task_loss_on_random_videos(model, seed, **train_fields):
-    """The smoke config's task loss (with ``train_fields`` set) on random uint8 videos:
-    ``(loss, metrics, context, future)``, the frames as floats in [0, 1]."""
+def task_loss_on_random_videos(model, seed, progress=None, **train_fields):
+    """The smoke config's task loss (with ``train_fields`` set; the default's absolute
+    error off unless set, so each test sees the terms it names) on random uint8 videos at
+    run fraction ``progress``: ``(loss, metrics, context, future)``, the frames as floats
+    in [0, 1]."""
     config = moving_digits.get_config("smoke")
+    config.train.absolute_loss_weight = 0.0
     config.train.update(train_fields)
     task = video_prediction.VideoPredictionTask(config)
     cfg = config.dataset
     steps = cfg.context_frames + cfg.future_frames
     frames = np.random.default_rng(seed).integers(0, 256, (2, steps, 16, 16, 1), dtype=np.uint8)
-    loss, metrics = task.loss(model, {"frames": jnp.asarray(frames)})
+    at = None if progress is None else jnp.float32(progress)
+    loss, metrics = task.loss(model, {"frames": jnp.asarray(frames)}, at)
     video = jnp.asarray(frames.astype(np.float32) / 255.0)
     return loss, metrics, video[:, : cfg.context_frames], video[:, cfg.context_frames :]
 
@@ -608,6 +612,26 @@ def test_train_loss_is_the_named_per_pixel_loss_of_the_intensities(loss_name):
     np.testing.assert_allclose(float(metrics["future_loss"]), by_name[loss_name], rtol=1e-5)
     np.testing.assert_allclose(float(loss), by_name[loss_name], rtol=1e-5)
     assert len({round(v, 4) for v in by_name.values()}) == 3  # the three differ here
+
+
+def test_the_default_adds_the_absolute_error_from_mid_run():
+    """``configs/moving_digits.py``: cross-entropy plus twice the mean absolute error of
+    the intensities, whose weight ramps linearly from 0 at half the run to 2 at its end."""
+    config = moving_digits.get_config()
+    assert (config.train.absolute_loss_weight, config.train.ramp_start) == (2.0, 0.5)
+    model = VideoPredictor(1, patch_size=4, hidden_channels=(4,), rngs=nnx.Rngs(0))
+    fields = {"absolute_loss_weight": 2.0, "ramp_start": 0.5}
+    for progress, ramp in ((0.25, 0.0), (0.75, 0.5), (1.0, 1.0)):
+        loss, metrics, context, future = task_loss_on_random_videos(
+            model, seed=3, progress=progress, **fields
+        )
+        logits = np.asarray(model(context, future.shape[1]), np.float64)
+        truth = np.asarray(future, np.float64)
+        absolute = float(np.mean(np.abs(1 / (1 + np.exp(-logits)) - truth)))
+        assert absolute > 0.1
+        np.testing.assert_allclose(float(metrics["absolute_loss"]), absolute, rtol=1e-5)
+        expected = bce(logits, truth) + 2.0 * ramp * absolute
+        np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
 
 
 def test_unknown_train_loss_is_a_one_line_error():

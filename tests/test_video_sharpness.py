@@ -104,6 +104,7 @@ def test_gradient_loss_weight_adds_the_gradient_difference():
     model = VideoPredictor(1, patch_size=4, hidden_channels=(4,), rngs=nnx.Rngs(0))
     config = moving_digits.get_config("smoke")
     config.train.gradient_loss_weight = 0.5
+    config.train.absolute_loss_weight = 0.0  # the default's other added term: off here
     task = video_prediction.VideoPredictionTask(config)
     steps = config.dataset.context_frames + config.dataset.future_frames
     frames = np.random.default_rng(0).integers(0, 256, (2, steps, 16, 16, 1), dtype=np.uint8)
