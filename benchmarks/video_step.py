@@ -2,8 +2,9 @@
 
     python -m benchmarks.video_step [--windows 5] [--steps_per_window 20]
 
-Builds each variant's run as ``experiments.train`` does (``configs/moving_digits.py`` with
-the variant's overrides; fewer training videos, which does not change a step) and times
+Builds each variant's run as ``experiments.train`` does (``configs/moving_digits.py``, the
+layered default, or ``configs/moving_digits_cells.py`` for the ``cells`` variants, with the
+variant's overrides; fewer training videos, which does not change a step) and times
 its plain jitted train step (``jax.jit``, one device) in windows, alternating variant by
 variant within each round so machine load hits all alike; prints the median ms per step
 and the ratio to the default, and writes JSON to
@@ -28,28 +29,29 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.run import cpu_info, device_name
-from configs.moving_digits import get_config
+from configs import moving_digits, moving_digits_cells
 from experiments import steps
 from experiments.setup import build_run
 from experiments.trainer import place_batch
 from gru_jax.models.video_ops import matching_costs
 
-LAYERS = {"advection_source": "splat", "advection_prior": "matching"}
-VARIANTS = {  # name: model (or "train.") overrides (squared error unless named "default")
-    "default": {},
-    "default-mse": {"loss": "mse"},
+VARIANTS = {  # name: model (or "train.") overrides; "cells" variants start from the cells config
+    "default": {},  # 8 rigid layers, squared + ramped absolute error (round 18)
     "default-bf16": {"dtype": "bfloat16"},  # convolution operands in bfloat16
-    "default-no-absolute": {"train.absolute_loss_weight": 0.0},  # before round 17
-    "layers-4": {"loss": "mse", **LAYERS, "advection_motions": 4},
-    "layers-8": {"loss": "mse", **LAYERS, "advection_motions": 8},
-    "layers-8-fade": {"loss": "mse", **LAYERS, "advection_motions": 8, "layer_fade": True},
+    "layers-4": {"advection_motions": 4},
+    "layers-8-fade": {"layer_fade": True},
+    "cells": {},  # per-cell kernels, cross-entropy + ramped absolute error (rounds 15-17)
+    "cells-mse": {"loss": "mse", "train.absolute_loss_weight": 0.0},
+    "cells-no-absolute": {"train.absolute_loss_weight": 0.0},  # before round 17
 }  # fmt: skip
 
 
-def variant_config(overrides: dict, num_videos: int = 400):
-    """``configs/moving_digits.py`` with a variant's overrides and ``num_videos`` training
-    videos (the step does not depend on how many exist)."""
-    config = get_config()
+def variant_config(name: str, num_videos: int = 400):
+    """Variant ``name``'s config (its base config with :data:`VARIANTS`' overrides) with
+    ``num_videos`` training videos (the step does not depend on how many exist)."""
+    overrides = VARIANTS[name]
+    base = moving_digits_cells if name.startswith("cells") else moving_digits
+    config = base.get_config()
     config.dataset.num_train = num_videos
     config.dataset.num_test = num_videos // 4
     for key, value in overrides.items():
@@ -77,7 +79,7 @@ def make_step(config):
 def time_steps(names: list[str], windows: int, per_window: int) -> tuple[dict, dict]:
     """Seconds per step, one value per window, per variant (window 0: compile, warm-up),
     and the first call's seconds per variant (compilation and one step)."""
-    built = {name: make_step(variant_config(VARIANTS[name])) for name in names}
+    built = {name: make_step(variant_config(name)) for name in names}
     states = {name: state for name, (_, state, _) in built.items()}
     times: dict[str, list[float]] = {name: [] for name in names}
     compile_s: dict[str, float] = {}

@@ -143,10 +143,12 @@ def test_video_step_variants_build_and_the_matching_reference_agrees():
     from gru_jax.models.video_ops import matching_costs
 
     for name, overrides in video_step.VARIANTS.items():
-        run = build_run(video_step.variant_config(overrides, num_videos=8))
-        assert run.model.motions == overrides.get("advection_motions", 0), name
+        run = build_run(video_step.variant_config(name, num_videos=8))
+        cells = name.startswith("cells")
+        assert run.model.motions == overrides.get("advection_motions", 0 if cells else 8), name
+        assert run.task.config.model.advection_source == ("previous" if cells else "splat"), name
         assert run.model.layer_fade == overrides.get("layer_fade", False), name
-        assert run.task.config.train.loss == overrides.get("loss", "bce"), name
+        assert run.task.config.train.loss == overrides.get("loss", "bce" if cells else "mse"), name
         assert run.task.config.model.dtype == overrides.get("dtype", "float32"), name
         for key, value in overrides.items():
             if key.startswith("train."):

@@ -61,17 +61,17 @@ def test_reevaluation_reproduces_the_runs_test_metrics_and_leaves_the_run_alone(
 def test_overrides_change_the_evaluation_and_are_recorded(trained_run, tmp_path):
     workdir, trained = trained_run
     config = saved_config(workdir)
-    config.model.advection_temperature = 0.25  # sharper kernels, the same weights
+    config.model.layer_temperature = 0.25  # a harder layer split, the same weights
     config.dataset.test_seed = 7  # another generated test set
     results = evaluate_checkpoint(config, workdir, str(tmp_path / "sharp"), step=2)
     assert results["checkpoint_step"] == 2
     assert results["overrides"] == {
         "dataset.test_seed": [0, 7],
-        "model.advection_temperature": [1.0, 0.25],
+        "model.layer_temperature": [1.0, 0.25],
     }
     assert results["test"]["baseline_zeros_mse"] != trained["test"]["baseline_zeros_mse"]
     with open(tmp_path / "sharp" / "config.json") as file:
-        assert json.load(file)["model"]["advection_temperature"] == 0.25
+        assert json.load(file)["model"]["layer_temperature"] == 0.25
     # The temperature alone moves the model's error, not the baselines'.
     config.dataset.test_seed = 0
     alone = evaluate_checkpoint(config, workdir, str(tmp_path / "alone"))
@@ -110,16 +110,16 @@ def test_a_config_saved_before_a_field_existed_takes_it_from_defaults(trained_ru
     os.symlink(os.path.join(workdir, "checkpoints"), old / "checkpoints")
     with open(os.path.join(workdir, "config.json")) as file:
         saved = json.load(file)
-    del saved["model"]["advection_temperature"]
+    del saved["model"]["layer_temperature"]
     (old / "config.json").write_text(json.dumps(saved))
-    assert "advection_temperature" not in saved_config(str(old)).model
+    assert "layer_temperature" not in saved_config(str(old)).model
     assert saved_config(str(old)).model.hidden_channels == (4, 4)  # JSON lists: tuples again
     config = saved_config(str(old), moving_digits.get_config())  # the full config's defaults
-    assert config.model.advection_temperature == 1.0
+    assert config.model.layer_temperature == 1.0
     assert config.model.hidden_channels == (4, 4)  # the run's own values win
-    config.model.advection_temperature = 0.5
+    config.model.layer_temperature = 0.5
     results = evaluate_checkpoint(config, str(old), str(tmp_path / "eval"))
-    assert results["overrides"] == {"model.advection_temperature": [None, 0.5]}
+    assert results["overrides"] == {"model.layer_temperature": [None, 0.5]}
     with pytest.raises(ValueError, match="--defaults is a config of task 'digit_strings'"):
         saved_config(str(old), digit_strings.get_config())
 
@@ -156,18 +156,18 @@ def test_command_line_overrides_and_one_line_errors(trained_run, tmp_path):
         )  # fmt: skip
 
     result = evaluate(f"--outdir={tmp_path / 'cli'}", "--config.plots.num_examples=1",
-                      "--config.model.advection_temperature=0.5", "--step=2")  # fmt: skip
+                      "--config.model.layer_temperature=0.5", "--step=2")  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     with open(tmp_path / "cli" / "results.json") as file:
         results = json.load(file)
     assert results["checkpoint_step"] == 2
     assert results["overrides"] == {
-        "model.advection_temperature": [1.0, 0.5],
+        "model.layer_temperature": [1.0, 0.5],
         "plots.num_examples": [2, 1],
     }
     errors = {
-        "typo": ("--config.model.advection_temprature=1",
-                 "error: unknown config field: 'advection_temprature' Did you mean"),
+        "typo": ("--config.model.layer_temprature=1",
+                 "error: unknown config field: 'layer_temprature' Did you mean"),
         "shape": ("--config.model.hidden_channels=(4,8)",
                   "error: checkpoint 4 of .* does not fit the model built from this config "
                   r"\(an override that changes a shape\?\): params\..* has shape \(12,\) in "

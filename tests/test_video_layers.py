@@ -388,21 +388,21 @@ def test_layer_fit_diagnostic_reproduces_the_videos_moves():
     )
 
 
-def test_layers_config_trains_the_layered_form_end_to_end(tmp_path):
-    """``configs/moving_digits_layers.py``: the full config is the run measured in the
-    docs (2,200 steps of 8, squared error plus an absolute error ramped in from mid-run,
-    8 layers with the matching prior); its smoke variant trains, evaluates and saves that
+def test_default_config_trains_the_layered_form_end_to_end(tmp_path):
+    """``configs/moving_digits.py``: the full config is the run measured in the docs
+    (2,775 steps of 8, squared error plus an absolute error ramped in from mid-run, 8
+    layers with the matching prior); its smoke variant trains, evaluates and saves that
     model form, and the trainer ramps the absolute error in only in the run's second half."""
-    from configs import moving_digits_layers
+    from configs import moving_digits
     from experiments.setup import total_train_steps
     from experiments.trainer import train_and_evaluate
 
-    full = moving_digits_layers.get_config()
-    assert total_train_steps(full, full.dataset.num_train)[0] == 2200
+    full = moving_digits.get_config()
+    assert total_train_steps(full, full.dataset.num_train)[0] == 2775
     assert (full.model.advection_source, full.model.advection_motions) == ("splat", 8)
     assert (full.model.advection_prior, full.train.loss) == ("matching", "mse")
     assert (full.train.absolute_loss_weight, full.train.ramp_start) == (1.0, 0.5)
-    smoke = moving_digits_layers.get_config("smoke")
+    smoke = moving_digits.get_config("smoke")
     results = train_and_evaluate(smoke, str(tmp_path))
     assert results["train_steps"] == 4 and np.isfinite(results["test"]["mse"])
     with open(tmp_path / "config.json") as file:
@@ -458,10 +458,10 @@ def test_ramp_weight_is_zero_then_linear_to_one():
 
 
 def layered_task(**train_fields):
-    from configs import moving_digits_layers
+    from configs import moving_digits
     from experiments.tasks import video_prediction
 
-    config = moving_digits_layers.get_config("smoke")
+    config = moving_digits.get_config("smoke")
     config.train.update(train_fields)
     return config, video_prediction.VideoPredictionTask(config)
 
@@ -513,10 +513,10 @@ def test_bad_penalty_settings_are_one_line_errors(fields, message):
 
 
 def test_split_penalty_needs_the_layered_model():
-    from configs import moving_digits
+    from configs import moving_digits_cells
     from experiments.tasks import video_prediction
 
-    config = moving_digits.get_config("smoke")
+    config = moving_digits_cells.get_config("smoke")
     config.train.assignment_entropy_weight = 0.1
     with pytest.raises(ValueError, match="needs the layered model"):
         video_prediction.VideoPredictionTask(config)

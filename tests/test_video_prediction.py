@@ -13,7 +13,7 @@ import pytest
 import tensorflow_datasets as tfds
 from flax import nnx
 
-from configs import moving_digits, moving_digits_layers, moving_mnist_tfds
+from configs import moving_digits, moving_digits_cells, moving_mnist_tfds
 from experiments.tasks import video_prediction
 from experiments.tasks.video_prediction import (
     baseline_squared_errors,
@@ -576,11 +576,11 @@ def test_moving_digits_smoke_run(tmp_path):
 
 
 def task_loss_on_random_videos(model, seed, progress=None, **train_fields):
-    """The smoke config's task loss (with ``train_fields`` set; the default's absolute
-    error off unless set, so each test sees the terms it names) on random uint8 videos at
-    run fraction ``progress``: ``(loss, metrics, context, future)``, the frames as floats
-    in [0, 1]."""
-    config = moving_digits.get_config("smoke")
+    """The per-cell smoke config's task loss (cross-entropy; with ``train_fields`` set, its
+    absolute error off unless set, so each test sees the terms it names) on random uint8
+    videos at run fraction ``progress``: ``(loss, metrics, context, future)``, the frames
+    as floats in [0, 1]."""
+    config = moving_digits_cells.get_config("smoke")
     config.train.absolute_loss_weight = 0.0
     config.train.update(train_fields)
     task = video_prediction.VideoPredictionTask(config)
@@ -614,10 +614,10 @@ def test_train_loss_is_the_named_per_pixel_loss_of_the_intensities(loss_name):
     assert len({round(v, 4) for v in by_name.values()}) == 3  # the three differ here
 
 
-def test_the_default_adds_the_absolute_error_from_mid_run():
-    """``configs/moving_digits.py``: cross-entropy plus twice the mean absolute error of
-    the intensities, whose weight ramps linearly from 0 at half the run to 2 at its end."""
-    config = moving_digits.get_config()
+def test_the_cells_config_adds_the_absolute_error_from_mid_run():
+    """``configs/moving_digits_cells.py``: cross-entropy plus twice the mean absolute error
+    of the intensities, whose weight ramps linearly from 0 at half the run to 2 at its end."""
+    config = moving_digits_cells.get_config()
     assert (config.train.absolute_loss_weight, config.train.ramp_start) == (2.0, 0.5)
     model = VideoPredictor(1, patch_size=4, hidden_channels=(4,), rngs=nnx.Rngs(0))
     fields = {"absolute_loss_weight": 2.0, "ramp_start": 0.5}
@@ -655,7 +655,7 @@ def test_context_loss_weight_adds_the_encoder_next_frame_loss():
 
 
 def test_full_configs_share_fields_with_smoke():
-    for module in (moving_digits, moving_digits_layers, moving_mnist_tfds):
+    for module in (moving_digits, moving_digits_cells, moving_mnist_tfds):
         full, smoke = module.get_config(), module.get_config("smoke")
         assert set(full.to_dict()) == set(smoke.to_dict())
         assert full.train.num_steps == -1 and full.train.num_epochs > 0
