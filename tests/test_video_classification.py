@@ -152,6 +152,35 @@ def test_ucf101_config_with_faked_tfds(tmp_path, monkeypatch):
     assert results["train_steps"] == 4
 
 
+def test_a_tfds_video_subset_is_drawn_across_the_split_not_its_head(monkeypatch):
+    """A class-sorted split (as some builders store it): ``max_examples`` of it must not
+    be its first examples, and the same seed draws the same subset."""
+    label = types.SimpleNamespace(num_classes=4)
+    builder = types.SimpleNamespace(info=types.SimpleNamespace(features={"label": label}))
+    video = np.zeros((3, 8, 8, 1), np.uint8)
+    split = [{"video": video + index, "label": index // 25} for index in range(100)]  # sorted
+    monkeypatch.setattr(tfds_videos, "open_tfds_builder", lambda name, data_dir=None: builder)
+    monkeypatch.setattr(tfds_videos, "open_tfds_split", lambda *args, **kwargs: split)
+
+    def load(**kwargs):
+        return tfds_videos.load_tfds_videos(
+            "ucf101", split="train", num_frames=2, frame_size=8, max_examples=20, **kwargs
+        )
+
+    videos, labels, num_classes = load()
+    assert videos.shape == (20, 2, 8, 8, 1) and num_classes == 4
+    assert set(labels.tolist()) == {0, 1, 2, 3}  # the first 20 would all be class 0
+    ids = videos[:, 0, 0, 0, 0].tolist()  # each video's pixels hold its index
+    assert ids == sorted(ids) and len(set(ids)) == 20  # storage order, no repeats
+    np.testing.assert_array_equal(labels, [split[i]["label"] for i in ids])
+    np.testing.assert_array_equal(load()[0], videos)
+    assert load(subset_seed=1)[0][:, 0, 0, 0, 0].tolist() != ids
+    everything = tfds_videos.load_tfds_videos(
+        "ucf101", split="train", num_frames=2, frame_size=8, max_examples=500
+    )
+    assert everything[0][:, 0, 0, 0, 0].tolist() == list(range(100))  # all, in order
+
+
 @pytest.mark.skipif(HAS_TENSORFLOW, reason="with tensorflow the builder can be constructed")
 def test_ucf101_without_tensorflow_is_a_one_line_error(tmp_path):
     with pytest.raises(ValueError, match="ucf101.*tensorflow") as error:

@@ -41,6 +41,7 @@ def load_tfds_videos(
     frame_size: int,
     data_dir: str | None = None,
     max_examples: int | None = None,
+    subset_seed: int = 0,
     video_feature: str = "video",
     label_feature: str = "label",
 ) -> tuple[np.ndarray, np.ndarray, int]:
@@ -50,7 +51,10 @@ def load_tfds_videos(
       name: TFDS name, with a config if needed (``'ucf101'``, ``'ucf101/ucf101_1_256'``).
       split: TFDS split (``'train'``, ``'test[:10%]'``, ...).
       num_frames, frame_size: what `sample_frames` keeps of each video.
-      max_examples: read at most this many examples (None: the whole split).
+      max_examples: read at most this many examples (None: the whole split). A smaller
+        count reads a random subset drawn with ``subset_seed`` (in storage order), not the
+        split's first examples, which a builder may have stored sorted by class.
+      subset_seed: seed of that subset; the same seed gives the same examples.
 
     Returns:
       (videos u8[N, num_frames, frame_size, frame_size, C], labels i32[N], num_classes).
@@ -60,8 +64,12 @@ def load_tfds_videos(
     count = len(source) if max_examples is None else min(len(source), max_examples)
     if count == 0:
         raise ValueError(f"tfds:{name} split '{split}': the split is empty")
+    indices = range(count)
+    if count < len(source):
+        rng = np.random.default_rng(subset_seed)
+        indices = np.sort(rng.choice(len(source), size=count, replace=False)).tolist()
     videos, labels = [], []
-    for index in range(count):
+    for index in indices:
         record = source[index]
         for feature in (video_feature, label_feature):
             if feature not in record:
